@@ -1,0 +1,31 @@
+"""Evaluation protocols: which utterances train, select and test a model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def session_folds(sessions: np.ndarray) -> list[int]:
+    """Leave-one-session-out: one fold per session, numbered by its session."""
+    return sorted(int(s) for s in np.unique(sessions))
+
+
+def leave_one_session_out(sessions: np.ndarray, test_session: int,
+                          dev_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Rows of the train / dev / test splits of one fold.
+
+    The test split is every utterance of `test_session`, so its two speakers
+    are never seen in training. The dev split (for monitoring and model
+    selection) is a random `dev_fraction` of the remaining utterances, fixed
+    by (seed, fold) so that repeated runs of a fold share it.
+    """
+    test = np.flatnonzero(sessions == test_session)
+    rest = np.flatnonzero(sessions != test_session)
+    if len(test) == 0 or len(rest) == 0:
+        raise ValueError(f"fold {test_session}: no utterances in session {test_session} "
+                         f"or outside it")
+    rng = np.random.default_rng([seed, test_session, 0xDE7])
+    shuffled = rng.permutation(rest)
+    n_dev = max(1, int(round(dev_fraction * len(rest))))
+    return {"train": np.sort(shuffled[n_dev:]), "dev": np.sort(shuffled[:n_dev]),
+            "test": test}

@@ -1,0 +1,211 @@
+"""The stages of a method: pretrain, fine-tune per fold x seed, evaluate, report.
+
+Workdir layout of one method (see README, "Workdir layout"):
+
+  config.json                          resolved config of the run
+  pretrain/[fold<k>/]                  CPC stage (miniCPC: one per fold)
+      checkpoints/<step>/ metrics.jsonl events.out.tfevents.*
+  finetune/fold<k>/seed<s>/            one supervised run
+      checkpoints/<step>/ metrics.jsonl events.out.tfevents.* result.json
+  report.json report.md                the table
+
+A stage whose last checkpoint is at its final step, or a run that wrote its
+result.json, is finished and never rerun; an unfinished one resumes from its
+last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from cpcjax import config as config_lib
+from cpcjax import evaluate, report
+from cpcjax.data import pipeline, protocols, sources
+from cpcjax.train import checkpoint, finetune, loop, pretrain, sharding, state as state_lib
+
+RESULT_FILE = "result.json"
+
+
+@dataclasses.dataclass
+class Programs:
+    """Models, optimizers and jitted functions of a config.
+
+    Built once and reused by every fold and seed, so each program compiles
+    once per shape rather than once per run.
+    """
+
+    cpc: object
+    emotion: object
+    cpc_tx: object
+    emotion_tx: object
+    cpc_step: object
+    emotion_step: object
+    predict: object
+
+    @classmethod
+    def build(cls, config, mesh) -> "Programs":
+        rep = sharding.replicated(mesh)
+        cpc = state_lib.cpc_model(config)
+        emotion = state_lib.emotion_model(config)
+        frozen = state_lib.CPC_KEYS if config.finetune.freeze_cpc else ()
+        return cls(
+            cpc=cpc, emotion=emotion,
+            cpc_tx=state_lib.optimizer(config.pretrain),
+            emotion_tx=state_lib.optimizer(config.finetune, frozen),
+            cpc_step=jax.jit(pretrain.make_step(cpc, config.model),
+                             out_shardings=(rep, rep), donate_argnums=0),
+            emotion_step=jax.jit(finetune.make_step(emotion, config),
+                                 out_shardings=(rep, rep), donate_argnums=0),
+            predict=jax.jit(finetune.make_predict(emotion), out_shardings=rep),
+        )
+
+
+def _program_key(config) -> str:
+    c = config.to_dict()
+    c["pretrain"].pop("corpus")
+    return json.dumps({k: c[k] for k in ("model", "pretrain", "finetune", "dtype")},
+                      sort_keys=True, default=str)
+
+
+def _done_steps(directory: str) -> int:
+    ckpt_dir = os.path.join(directory, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        return 0
+    return checkpoint.Checkpoints(ckpt_dir).latest_step() or 0
+
+
+def pretrain_stage(config, programs: Programs, mesh, utts: pipeline.Utterances,
+                   workdir: str, name: str) -> str:
+    """Trains CPC on `utts` in `workdir`; returns its checkpoint directory."""
+    p = config.pretrain
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if _done_steps(workdir) >= p.num_steps:
+        logging.info("%s: finished earlier, reusing %s", name, ckpt_dir)
+        return ckpt_dir
+    batches = pipeline.CropBatches(utts, p.window, p.batch_size, config.seed,
+                                   sharding.process_rows(p.batch_size))
+    if batches.skipped:
+        logging.warning("%s: %d utterances shorter than the %d-sample window are not "
+                        "used for pretraining", name, batches.skipped, p.window)
+    example = batches.batch(0)
+    state = state_lib.create_state(programs.cpc, programs.cpc_tx,
+                                   jax.random.key(config.seed), example, mesh)
+    loop.train(name=name, workdir=workdir, state=state, step_fn=programs.cpc_step,
+               batches=batches.batch, mesh=mesh, num_steps=p.num_steps,
+               checkpoint_every=p.checkpoint_every, log_every=p.log_every,
+               rng=jax.random.key(config.seed + 1))
+    return ckpt_dir
+
+
+def finetune_run(config, programs: Programs, mesh, emo: pipeline.Utterances,
+                 split: dict, fold: int, seed_index: int, workdir: str,
+                 cpc_checkpoint: str | None, name: str) -> dict:
+    """One supervised run of one fold and seed; returns (and writes) its result."""
+    result_path = os.path.join(workdir, RESULT_FILE)
+    if os.path.exists(result_path):
+        with open(result_path) as fh:
+            return json.load(fh)
+    f = config.finetune
+    seed = config.seed + seed_index
+    train = emo.subset(split["train"])
+    label_mean = train.labels.mean(axis=0)
+    label_std = np.maximum(train.labels.std(axis=0), 1e-3)
+    buckets = pipeline.bucket_lengths(f.buckets)
+    batches = pipeline.BucketBatches(train, buckets, f.batch_size, seed,
+                                     sharding.process_rows(f.batch_size),
+                                     label_mean, label_std)
+    state = state_lib.create_state(programs.emotion, programs.emotion_tx,
+                                   jax.random.key(seed), batches.batch(0), mesh)
+    if cpc_checkpoint is not None and _done_steps(workdir) == 0:
+        params = checkpoint.restore_params(cpc_checkpoint, state.params, state_lib.CPC_KEYS)
+        # Adam's moments are zeros of the params' shapes: no need to re-init.
+        state = state.replace(params=params)
+    state = loop.train(name=name, workdir=workdir, state=state,
+                       step_fn=programs.emotion_step, batches=batches.batch, mesh=mesh,
+                       num_steps=f.num_steps, checkpoint_every=f.checkpoint_every,
+                       log_every=f.log_every, rng=jax.random.key(seed + 10_000))
+    result = {"fold": fold, "seed": seed_index,
+              "label_mean": label_mean.tolist(), "label_std": label_std.tolist()}
+    for split_name in ("dev", "test"):
+        utts = emo.subset(split[split_name])
+        preds = evaluate.predict_split(programs.predict, state.params, utts, buckets,
+                                       f.eval_batch_size, mesh, label_mean, label_std)
+        result[split_name] = {"ccc": evaluate.corpus_ccc(preds, utts.labels),
+                              "names": utts.names.tolist(), "preds": preds.tolist(),
+                              "targets": utts.labels.tolist()}
+    if jax.process_index() == 0:
+        with open(result_path, "w") as fh:
+            json.dump(result, fh)
+    logging.info("%s: test CCC %s", name, result["test"]["ccc"])
+    return result
+
+
+def run_method(config, workdir: str, programs: dict | None = None) -> dict:
+    """All stages of one method; returns its report row."""
+    programs = {} if programs is None else programs
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as fh:
+        fh.write(config.to_json_best_effort(indent=2))
+    mesh = sharding.make_mesh()
+    for stage in ("pretrain", "finetune"):
+        for field in ("batch_size",):
+            sharding.check_batch_size(config[stage][field], f"{stage}.{field}")
+    sharding.check_batch_size(config.finetune.eval_batch_size, "finetune.eval_batch_size")
+    key = _program_key(config)
+    if key not in programs:
+        programs[key] = Programs.build(config, mesh)
+    prog = programs[key]
+    label = config_lib.METHOD_NAMES[config.method]
+
+    emo = sources.emotion_corpus(config)
+    folds = list(config.folds) or protocols.session_folds(emo.sessions)
+    cpc_checkpoint = None
+    if config.method == "pre_cpc":
+        cpc_checkpoint = pretrain_stage(config, prog, mesh, sources.unlabeled_corpus(config),
+                                        os.path.join(workdir, "pretrain"), f"{label} pretrain")
+    runs = []
+    for fold in folds:
+        split = protocols.leave_one_session_out(emo.sessions, fold,
+                                                config.finetune.dev_fraction, config.seed)
+        if config.method == "mini_cpc":
+            # Labels unused; the test session's audio stays out of pretraining too.
+            own_audio = emo.subset(np.concatenate([split["train"], split["dev"]]))
+            cpc_checkpoint = pretrain_stage(
+                config, prog, mesh, own_audio,
+                os.path.join(workdir, "pretrain", f"fold{fold}"), f"{label} pretrain fold{fold}")
+        for s in range(config.seeds):
+            result = finetune_run(
+                config, prog, mesh, emo, split, fold, s,
+                os.path.join(workdir, "finetune", f"fold{fold}", f"seed{s}"),
+                cpc_checkpoint, f"{label} fold{fold} seed{s}")
+            runs.append({"fold": fold, "seed": s,
+                         "preds": np.asarray(result["test"]["preds"]),
+                         "targets": np.asarray(result["test"]["targets"])})
+    return report.method_row(config.method, runs)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs a method config, or every method of a demo config; writes the report."""
+    if "methods" in config:
+        base = ml_collections.ConfigDict(config.to_dict())
+        del base["methods"]
+        method_configs = [config_lib.apply_method(base, m) for m in config.methods]
+    else:
+        method_configs = [config]
+    for c in method_configs:
+        config_lib.validate(c)
+        sources.check_prepared(c)
+    os.makedirs(workdir, exist_ok=True)
+    programs: dict = {}
+    rows = []
+    for c in method_configs:
+        method_dir = workdir if "methods" not in config else os.path.join(workdir, c.method)
+        rows.append(run_method(c, method_dir, programs))
+    return report.write(workdir, config.corpus, rows)
