@@ -1,0 +1,96 @@
+"""The input pipeline: deterministic per step, process-count independent, masked."""
+
+import numpy as np
+import pytest
+
+from cpcjax.config import ConfigError
+from cpcjax.data import pipeline, protocols
+
+
+def test_crop_batches_are_a_function_of_the_step(unlabeled_utts):
+    a = pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=3, rows=slice(0, 8))
+    b = pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=3, rows=slice(0, 8))
+    for step in (0, 5, 17):
+        np.testing.assert_array_equal(a.batch(step)["wav"], b.batch(step)["wav"])
+    assert a.batch(0)["wav"].shape == (8, 10240)
+    assert not np.array_equal(a.batch(0)["wav"], a.batch(1)["wav"])
+    other_seed = pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=4, rows=slice(0, 8))
+    assert not np.array_equal(a.batch(0)["wav"], other_seed.batch(0)["wav"])
+
+
+def test_crops_come_from_the_utterance(unlabeled_utts):
+    batches = pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=0, rows=slice(0, 8))
+    rows = batches.global_rows(2)
+    wav = batches.batch(2)["wav"]
+    for r, w in zip(rows, wav):
+        full = batches.utts.audio(r)
+        starts = [s for s in range(len(full) - 10240 + 1) if full[s] == w[0]
+                  and np.array_equal(full[s:s + 10240], w)]
+        assert starts, "crop is not a window of its utterance"
+
+
+def test_epochs_visit_every_utterance_once(unlabeled_utts):
+    batches = pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=0, rows=slice(0, 8))
+    n = len(batches.utts)
+    seen = np.concatenate([batches.global_rows(s) for s in range(-(-n // 8))])
+    assert sorted(seen[:n]) == list(range(n))  # epoch 0 is a permutation
+
+
+def test_process_rows_are_slices_of_the_global_batch(unlabeled_utts):
+    whole = pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=1, rows=slice(0, 8))
+    halves = [pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=1, rows=slice(i, i + 4))
+              for i in (0, 4)]
+    np.testing.assert_array_equal(
+        np.concatenate([h.batch(7)["wav"] for h in halves]), whole.batch(7)["wav"])
+
+
+def test_short_utterances_are_left_out_of_crops(labeled_utts):
+    batches = pipeline.CropBatches(labeled_utts, 20480, 8, seed=0, rows=slice(0, 8))
+    assert batches.skipped == int(np.sum(labeled_utts.lengths < 20480))
+    with pytest.raises(ConfigError, match="pretrain.window"):
+        pipeline.CropBatches(labeled_utts, 10**7, 8, seed=0, rows=slice(0, 8))
+
+
+def test_bucket_batches_pad_mask_and_standardise(labeled_utts):
+    buckets = pipeline.bucket_lengths((1.0, 2.0))
+    assert buckets == [16000, 32000]
+    mean, std = labeled_utts.labels.mean(0), labeled_utts.labels.std(0)
+    batches = pipeline.BucketBatches(labeled_utts, buckets, 8, seed=0, rows=slice(0, 8),
+                                     label_mean=mean, label_std=std)
+    for step in range(batches.batches_per_epoch + 2):
+        b = batches.batch(step)
+        length = b["wav"].shape[1]
+        assert length in buckets
+        assert np.all(b["lengths"] <= length)
+        for w, n in zip(b["wav"], b["lengths"]):
+            assert not np.any(w[n:])  # zero padding past the length
+        # Every row of a batch comes from the same bucket.
+        smaller = [x for x in buckets if x < length]
+        if smaller:
+            assert np.all(b["lengths"] > smaller[-1])
+    np.testing.assert_array_equal(batches.batch(3)["targets"],
+                                  pipeline.BucketBatches(
+                                      labeled_utts, buckets, 8, seed=0, rows=slice(0, 8),
+                                      label_mean=mean, label_std=std).batch(3)["targets"])
+
+
+def test_eval_batches_cover_every_utterance_once_whole(labeled_utts):
+    seen = []
+    for ids, batch in pipeline.eval_batches(labeled_utts, [16000], 8, slice(0, 8)):
+        assert batch["wav"].shape[0] == 8
+        for i, n, w in zip(ids, batch["lengths"], batch["weights"]):
+            assert (w == 1) == (i >= 0)
+            if i >= 0:
+                assert n == labeled_utts.lengths[i]
+                seen.append(i)
+    assert sorted(seen) == list(range(len(labeled_utts)))
+
+
+def test_leave_one_session_out_never_shares_sessions(labeled_utts):
+    for fold in protocols.session_folds(labeled_utts.sessions):
+        split = protocols.leave_one_session_out(labeled_utts.sessions, fold, 0.1, seed=0)
+        assert set(labeled_utts.sessions[split["test"]]) == {fold}
+        assert fold not in set(labeled_utts.sessions[split["train"]])
+        assert fold not in set(labeled_utts.sessions[split["dev"]])
+        everything = np.concatenate(list(split.values()))
+        assert sorted(everything) == list(range(len(labeled_utts)))

@@ -1,0 +1,142 @@
+"""The training loop: resume, NaN guard, checkpoint handoff, frozen encoder."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from cpcjax import config as config_lib
+from cpcjax import experiment
+from cpcjax.data import pipeline, protocols
+from cpcjax.train import checkpoint, loop, sharding, state as state_lib
+
+
+def tiny_config(method="pre_cpc", **overrides):
+    c = config_lib.method_config(method, "synthetic")
+    c.model.channels = 16
+    c.model.context_hidden = 16
+    c.model.d_model = 16
+    c.model.mlp_hidden = 16
+    c.model.num_negatives = 8
+    c.model.predict_steps = 4
+    c.pretrain.window = 5120
+    c.pretrain.batch_size = 8
+    c.finetune.batch_size = 8
+    c.finetune.eval_batch_size = 8
+    c.finetune.buckets = (1.0,)
+    c.pretrain.num_steps = 6
+    c.pretrain.checkpoint_every = 2
+    c.pretrain.log_every = 1
+    c.finetune.num_steps = 4
+    c.finetune.checkpoint_every = 2
+    c.finetune.log_every = 1
+    config_lib.apply_overrides(c, overrides)
+    config_lib.validate(c)
+    return c
+
+
+def _pretrain(c, utts, workdir, step_fn=None):
+    mesh = sharding.make_mesh()
+    prog = experiment.Programs.build(c, mesh)
+    batches = pipeline.CropBatches(utts, c.pretrain.window, c.pretrain.batch_size, c.seed,
+                                   sharding.process_rows(c.pretrain.batch_size))
+    state = state_lib.create_state(prog.cpc, prog.cpc_tx, jax.random.key(0),
+                                   batches.batch(0), mesh)
+    return loop.train(name="test", workdir=workdir, state=state,
+                      step_fn=step_fn or prog.cpc_step, batches=batches.batch, mesh=mesh,
+                      num_steps=c.pretrain.num_steps,
+                      checkpoint_every=c.pretrain.checkpoint_every,
+                      log_every=c.pretrain.log_every, rng=jax.random.key(1)), prog
+
+
+def _lines(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f]
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path, unlabeled_utts):
+    c = tiny_config()
+    whole, prog = _pretrain(c, unlabeled_utts, str(tmp_path / "whole"))
+
+    calls = {"n": 0}
+
+    def dies_at_step_5(state, batch, rng):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("killed")
+        return prog.cpc_step(state, batch, rng)
+
+    with pytest.raises(KeyboardInterrupt):
+        _pretrain(c, unlabeled_utts, str(tmp_path / "resumed"), dies_at_step_5)
+    ckpts = checkpoint.Checkpoints(str(tmp_path / "resumed" / "checkpoints"))
+    assert ckpts.latest_step() == 4
+    ckpts.close()
+    resumed, _ = _pretrain(c, unlabeled_utts, str(tmp_path / "resumed"))
+
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(resumed.step) == 6
+    assert _lines(tmp_path / "whole" / "metrics.jsonl") == \
+        _lines(tmp_path / "resumed" / "metrics.jsonl")
+
+
+def test_nan_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path,
+                                                                     unlabeled_utts):
+    c = tiny_config()
+    mesh = sharding.make_mesh()
+    prog = experiment.Programs.build(c, mesh)
+
+    def nan_from_step_3(state, batch, rng):
+        state, metrics = prog.cpc_step(state, batch, rng)
+        bad = jax.numpy.where(state.step >= 3, jax.numpy.nan, metrics["loss"])
+        return state, {**metrics, "loss": bad}
+
+    with pytest.raises(loop.TrainingDiverged,
+                       match=r"loss became nan at step 3.*last good checkpoint \(step 2\)"):
+        _pretrain(c, unlabeled_utts, str(tmp_path), nan_from_step_3)
+    ckpts = checkpoint.Checkpoints(str(tmp_path / "checkpoints"))
+    assert ckpts.latest_step() == 2
+    ckpts.close()
+    assert [r["step"] for r in _lines(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_finetuning_starts_from_the_cpc_encoder(tmp_path, unlabeled_utts, labeled_utts,
+                                                freeze):
+    c = tiny_config(**{"finetune.freeze_cpc": freeze})
+    pretrained, _ = _pretrain(c, unlabeled_utts, str(tmp_path / "pretrain"))
+    mesh = sharding.make_mesh()
+    prog = experiment.Programs.build(c, mesh)
+    split = protocols.leave_one_session_out(labeled_utts.sessions, 1, 0.1, 0)
+
+    seen = {}
+    original = checkpoint.restore_params
+
+    def spy(*args, **kwargs):
+        params = original(*args, **kwargs)
+        seen["params"] = jax.device_get(params)  # the step donates the live arrays
+        return params
+
+    checkpoint.restore_params, restore = spy, checkpoint.restore_params
+    try:
+        result = experiment.finetune_run(
+            c, prog, mesh, labeled_utts, split, 1, 0, str(tmp_path / "ft"),
+            str(tmp_path / "pretrain" / "checkpoints"), "test")
+    finally:
+        checkpoint.restore_params = restore
+    for key in ("encoder", "context"):
+        for a, b in zip(jax.tree.leaves(pretrained.params[key]),
+                        jax.tree.leaves(seen["params"][key])):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert "predict_heads" not in seen["params"]
+
+    ft = checkpoint.Checkpoints(str(tmp_path / "ft" / "checkpoints"))
+    final = ft.manager.restore(ft.latest_step())["state"]["params"]
+    ft.close()
+    moved = [not np.allclose(a, b) for a, b in zip(
+        jax.tree.leaves(pretrained.params["encoder"]), jax.tree.leaves(final["encoder"]))]
+    assert any(moved) != freeze
+    assert result["test"]["ccc"].keys() == {"act", "val", "dom", "avg"}
+    assert len(result["test"]["preds"]) == len(split["test"])
