@@ -91,6 +91,11 @@ def base_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
 
 def _size_for_cpu(c: ml_collections.ConfigDict) -> None:
     """Shrinks the model and schedule so the demo runs on a laptop CPU."""
+    s = c.synthetic = ml_collections.ConfigDict()
+    s.seed = 0  # the corpus' seed; another seed is another corpus
+    s.unlabeled_speakers = 40
+    s.unlabeled_utterances_per_speaker = 10
+    s.emotion_utterances_per_speaker = 50  # x 2 speakers x 5 sessions
     c.seeds = 2
     c.model.channels = 64
     c.model.context_hidden = 64

@@ -39,13 +39,31 @@ def check_prepared(config) -> None:
             raise _not_prepared(name, data_dir(config))
 
 
+def _synthetic(config, part: str):
+    """The synthetic corpus' builder for `part`; sizes other than the default
+    get a config name of their own so both can live in one data dir."""
+    from cpcjax.data.corpora import synthetic
+
+    s = config.synthetic
+    if part == "emotion":
+        sizes = dict(utterances_per_speaker=s.emotion_utterances_per_speaker)
+    else:
+        sizes = dict(num_speakers=s.unlabeled_speakers,
+                     utterances_per_speaker=s.unlabeled_utterances_per_speaker)
+    default = synthetic.SyntheticSpeechConfig(name=part, part=part)
+    if s.seed == default.seed and all(getattr(default, k) == v for k, v in sizes.items()):
+        return synthetic.load_synthetic(part, data_dir(config))
+    name = f"{part}_seed{s.seed}_" + "_".join(f"{k}{v}" for k, v in sorted(sizes.items()))
+    return synthetic.load_synthetic(
+        synthetic.SyntheticSpeechConfig(name=name, part=part, seed=s.seed, **sizes),
+        data_dir(config))
+
+
 def emotion_corpus(config) -> pipeline.Utterances:
     """The labeled corpus of `config.corpus`, indexed."""
     if config.corpus != "synthetic":
         raise _not_prepared(config.corpus, data_dir(config))
-    from cpcjax.data.corpora import synthetic
-
-    builder = synthetic.load_synthetic("emotion", data_dir(config))
+    builder = _synthetic(config, "emotion")
     return pipeline.index_source(builder.as_data_source("train"), labeled=True,
                                  desc="emotion corpus")
 
@@ -55,8 +73,6 @@ def unlabeled_corpus(config) -> pipeline.Utterances:
     name = config.pretrain.corpus
     if name != "synthetic_unlabeled":
         raise _not_prepared(name, data_dir(config))
-    from cpcjax.data.corpora import synthetic
-
-    builder = synthetic.load_synthetic("unlabeled", data_dir(config))
+    builder = _synthetic(config, "unlabeled")
     return pipeline.index_source(builder.as_data_source("train"), labeled=False,
                                  desc="unlabeled corpus")

@@ -1,0 +1,128 @@
+"""Losses and metrics: concordance correlation (CCC) and CPC's InfoNCE."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# Only keeps ccc finite when both inputs are constant (0/0). Far below any
+# real variance, so it moves no reported digit.
+CCC_EPSILON = 1e-12
+
+
+def _float(x):
+    x = jnp.asarray(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def ccc(x, y, mask=None, axis=0):
+    """Population concordance correlation coefficient.
+
+    ccc = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2), with
+    population (1/N) moments.
+
+    Args:
+        x: predictions, e.g. [N] or [N, D].
+        y: targets, same shape as `x`.
+        mask: optional bool or float weights over the `axis` dimension ([N]),
+            or of the same shape as `x`; entries with weight 0 are excluded.
+        axis: the axis over which samples run; the others are kept (one CCC
+            per column).
+
+    Returns:
+        The CCC, with `axis` reduced away.
+    """
+    x, y = _float(x), _float(y)
+    x, y = jnp.moveaxis(x, axis, 0), jnp.moveaxis(y, axis, 0)  # [N, ...]
+    if mask is None:
+        w = jnp.ones(x.shape[:1], x.dtype)
+    else:
+        w = _float(mask)
+        if w.ndim == x.ndim:
+            w = jnp.moveaxis(w, axis, 0)
+    w = jnp.broadcast_to(w.reshape(w.shape + (1,) * (x.ndim - w.ndim)), x.shape)
+    n = jnp.maximum(jnp.sum(w, axis=0), 1e-12)
+    mx = jnp.sum(w * x, axis=0) / n
+    my = jnp.sum(w * y, axis=0) / n
+    dx, dy = x - mx, y - my
+    cov = jnp.sum(w * dx * dy, axis=0) / n
+    vx = jnp.sum(w * dx * dx, axis=0) / n
+    vy = jnp.sum(w * dy * dy, axis=0) / n
+    return 2.0 * cov / (vx + vy + jnp.square(mx - my) + CCC_EPSILON)
+
+
+def ccc_loss(preds, targets, mask=None, alpha=1.0 / 3, beta=1.0 / 3):
+    """The paper's loss: 1 - alpha CCC_act - beta CCC_val - (1-alpha-beta) CCC_dom.
+
+    Args:
+        preds: [B, 3] predictions, columns (activation, valence, dominance).
+        targets: [B, 3] labels, same columns.
+        mask: optional [B] bool or float weights; False rows (padding) are
+            left out of the CCC.
+        alpha: weight of activation.
+        beta: weight of valence.
+
+    Returns:
+        loss: scalar.
+        cccs: [3] the per-dimension CCC of the batch.
+    """
+    cccs = ccc(preds, targets, mask=mask, axis=0)  # [3]
+    weights = jnp.stack([alpha, beta, 1.0 - alpha - beta]).astype(cccs.dtype)
+    return 1.0 - jnp.sum(weights * cccs), cccs
+
+
+def info_nce(zhat, z, neg_idx, frame_lens, group_size):
+    """CPC's InfoNCE loss with negatives from fixed groups of utterances.
+
+    For each valid (b, t, k), i.e. t + k < frame_lens[b], the scores are the
+    dot products of zhat[b, t, k - 1] with the positive z[b, t + k] and with
+    the negatives neg_idx[b, t, k - 1] of b's group; the loss is the negative
+    log-softmax of the positive.
+
+    Scores against every frame of the group come from one einsum and are
+    then picked out, which is far smaller than gathering a [.., N-1, D] tensor
+    of negative vectors.
+
+    Args:
+        zhat: [B, T, K, D] predictions; zhat[:, t, k - 1] predicts z_{t+k}.
+        z: [B, T, D] encoder frames.
+        neg_idx: [B, T, K, N-1] int indices into the group's flattened frames
+            (utterance j of the group, frame t -> j * T + t), as from
+            `cpcjax.models.cpc.sample_negatives`.
+        frame_lens: [B] int valid frames per utterance.
+        group_size: G, utterances per negative pool; must divide B.
+
+    Returns:
+        loss: scalar, the sum over k of the mean over valid (b, t).
+        accuracy: scalar, the fraction of valid (b, t, k) whose positive has
+            the top score.
+    """
+    batch, num_frames, num_steps, dim = zhat.shape
+    if group_size < 1 or batch % group_size:
+        raise ValueError(
+            f"model.negatives_group_size: {group_size} must divide the batch "
+            f"size {batch}")
+    groups = batch // group_size
+    zhat_g = zhat.reshape(groups, group_size, num_frames, num_steps, dim)
+    z_g = z.reshape(groups, group_size * num_frames, dim)  # [Gn, G*T, D]
+    scores = jnp.einsum("gjtkd,gnd->gjtkn", zhat_g, z_g,
+                        preferred_element_type=jnp.float32)  # [Gn, G, T, K, G*T]
+
+    steps = jnp.arange(1, num_steps + 1)  # [K]
+    target = jnp.arange(num_frames)[:, None] + steps[None, :]  # [T, K]
+    member = jnp.arange(batch) % group_size  # [B]
+    # Invalid positions are clipped into range; the mask below drops them.
+    pos_idx = member[:, None, None] * num_frames + jnp.minimum(target, num_frames - 1)
+    pos_idx = jnp.broadcast_to(pos_idx, (batch, num_frames, num_steps))
+    idx = jnp.concatenate([pos_idx[..., None], neg_idx.astype(pos_idx.dtype)], -1)
+    idx = idx.reshape(groups, group_size, num_frames, num_steps, -1)
+    picked = jnp.take_along_axis(scores, idx, axis=-1)  # [Gn, G, T, K, N]
+    picked = picked.astype(jnp.float32).reshape(batch, num_frames, num_steps, -1)
+
+    nll = -jax.nn.log_softmax(picked, axis=-1)[..., 0]  # [B, T, K]
+    valid = (target[None] < jnp.asarray(frame_lens)[:, None, None]).astype(jnp.float32)
+    per_step = jnp.sum(nll * valid, axis=(0, 1)) / jnp.maximum(
+        jnp.sum(valid, axis=(0, 1)), 1.0)  # [K]
+    correct = (jnp.argmax(picked, axis=-1) == 0).astype(jnp.float32)
+    accuracy = jnp.sum(correct * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+    return jnp.sum(per_step), accuracy

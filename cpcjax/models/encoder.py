@@ -1,0 +1,153 @@
+"""The CPC encoder f: raw 16 kHz waveform -> frame features z_t (100 frames/s)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NORMS = ("none", "channel", "layer")
+
+KERNELS = (10, 8, 4, 4, 4)
+STRIDES = (5, 4, 2, 2, 2)
+PADDINGS = (3, 2, 1, 1, 1)
+
+
+def _clamp_nonnegative(n):
+    if isinstance(n, jax.Array):
+        return jnp.maximum(n, 0)
+    if isinstance(n, np.ndarray | np.generic):
+        return np.maximum(n, 0)
+    return max(n, 0)
+
+
+def _layer_length(n, kernel: int, stride: int, padding: int):
+    return _clamp_nonnegative((n + 2 * padding - kernel) // stride + 1)
+
+
+def frame_lengths(num_samples, kernels=KERNELS, strides=STRIDES, paddings=PADDINGS):
+    """Number of frames the encoder produces for `num_samples` input samples.
+
+    Args:
+        num_samples: a python int, or a numpy / jax integer array of lengths.
+        kernels: kernel size of each conv layer.
+        strides: stride of each conv layer.
+        paddings: zero padding added on both sides by each conv layer.
+
+    Returns:
+        The frame counts, of the same kind as `num_samples` (20480 -> 128).
+    """
+    n = num_samples
+    for k, s, p in zip(kernels, strides, paddings, strict=True):
+        n = _layer_length(n, k, s, p)
+    return n
+
+
+class ChannelNorm(nn.Module):
+    """Per-frame normalisation over channels, as CPC_audio's ChannelNorm.
+
+    Unlike BatchNorm it has no running state and does not mix frames or
+    utterances, so padding and device count cannot change a frame's value.
+
+    Attributes:
+        epsilon: added to the variance.
+        dtype: computation dtype of the output.
+    """
+
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        # Statistics in float32: a bfloat16 variance over 512 channels is too coarse.
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.var(x32, axis=-1, keepdims=True, ddof=1)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+        return (y * scale + bias).astype(self.dtype)
+
+
+def _frame_mask(lengths, num_frames: int):
+    return jnp.arange(num_frames)[None, :] < lengths[:, None]  # [B, T]
+
+
+class Encoder(nn.Module):
+    """Five strided 1-D convolutions, each followed by a norm and a ReLU.
+
+    Attributes:
+        channels: output channels of every layer.
+        kernels: kernel size per layer.
+        strides: stride per layer (product 160: 10 ms frames at 16 kHz).
+        paddings: symmetric zero padding per layer.
+        norm: "none", "channel" (per-frame over channels) or "layer"
+            (nn.LayerNorm over channels).
+        dtype: computation dtype; parameters stay float32.
+    """
+
+    channels: int = 512
+    kernels: tuple[int, ...] = KERNELS
+    strides: tuple[int, ...] = STRIDES
+    paddings: tuple[int, ...] = PADDINGS
+    norm: str = "channel"
+    dtype: Any = jnp.float32
+
+    def _make_norm(self, index: int):
+        if self.norm == "none":
+            return lambda x: x
+        if self.norm == "channel":
+            return ChannelNorm(dtype=self.dtype, name=f"norm{index}")
+        if self.norm == "layer":
+            return nn.LayerNorm(
+                epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32,
+                name=f"norm{index}")
+        raise ValueError(
+            f"model.norm: unknown norm {self.norm!r}; use one of {', '.join(NORMS)}")
+
+    @nn.compact
+    def __call__(self, wav, lengths=None):
+        """Encodes a batch of waveforms.
+
+        Args:
+            wav: [B, S] float waveform.
+            lengths: [B] int number of valid samples per utterance, or None when
+                all S samples are valid.
+
+        Returns:
+            z: [B, T, channels] frame features; frames past an utterance's
+                length are zero.
+            frame_lens: [B] int32 number of valid frames per utterance.
+        """
+        if not len(self.kernels) == len(self.strides) == len(self.paddings):
+            raise ValueError(
+                "model.kernels, model.strides and model.paddings must have the "
+                "same length")
+        batch, num_samples = wav.shape
+        x = wav.astype(self.dtype)[..., None]  # [B, S, 1]
+        if lengths is None:
+            frame_lens = jnp.full(
+                (batch,), frame_lengths(num_samples, self.kernels, self.strides,
+                                        self.paddings), jnp.int32)
+        else:
+            lens = jnp.asarray(lengths, jnp.int32)
+            # Zeroing everything past the true length at every layer makes the
+            # valid frames independent of how much padding follows them: each
+            # conv then sees exactly the zeros it would have padded with.
+            x = jnp.where(_frame_mask(lens, num_samples)[..., None], x, 0)
+        layers = zip(self.kernels, self.strides, self.paddings, strict=True)
+        for i, (k, s, p) in enumerate(layers):
+            x = nn.Conv(
+                self.channels, kernel_size=(k,), strides=(s,), padding=((p, p),),
+                dtype=self.dtype, param_dtype=jnp.float32, name=f"conv{i}")(x)
+            x = nn.relu(self._make_norm(i)(x))  # [B, T_i, channels]
+            if lengths is not None:
+                lens = _layer_length(lens, k, s, p)
+                x = jnp.where(_frame_mask(lens, x.shape[1])[..., None], x, 0)
+        if lengths is not None:
+            frame_lens = lens.astype(jnp.int32)
+        return x, frame_lens

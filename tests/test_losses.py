@@ -1,0 +1,105 @@
+"""Golden values for CCC and a loop-by-loop reference for InfoNCE."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cpcjax.losses import ccc, ccc_loss, info_nce
+
+
+def test_ccc_golden_values():
+    np.testing.assert_allclose(ccc(jnp.array([0.0, 1, 1]), jnp.array([0.0, 1, 2])),
+                               2 / 3, atol=1e-4)
+    np.testing.assert_allclose(
+        ccc(jnp.array([2.5, 0.0, 2, 8]), jnp.array([3.0, -0.5, 2, 7])), 0.97679,
+        atol=1e-5)
+
+
+def test_ccc_is_one_for_identical_and_finite_for_constant_inputs():
+    x = jnp.array([1.0, 2.0, 4.0])
+    np.testing.assert_allclose(ccc(x, x), 1.0, atol=1e-6)
+    assert np.isfinite(float(ccc(jnp.ones(3), jnp.ones(3))))
+
+
+def test_ccc_mask_equals_ccc_of_the_subset():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(10, 3)), rng.normal(size=(10, 3))
+    keep = np.array([1, 1, 0, 1, 0, 1, 1, 1, 0, 1], bool)
+    want = ccc(jnp.asarray(x[keep]), jnp.asarray(y[keep]))
+    np.testing.assert_allclose(ccc(jnp.asarray(x), jnp.asarray(y), jnp.asarray(keep)),
+                               want, rtol=1e-6, atol=1e-6)
+    # Samples on axis 1 and a per-column reference.
+    got = ccc(jnp.asarray(x.T), jnp.asarray(y.T), jnp.asarray(keep), axis=1)
+    for d in range(3):
+        want = ccc(jnp.asarray(x[keep, d]), jnp.asarray(y[keep, d]))
+        np.testing.assert_allclose(got[d], want, rtol=1e-6, atol=1e-6)
+
+
+def test_ccc_loss_weights_the_three_dimensions():
+    rng = np.random.default_rng(1)
+    preds = jnp.asarray(rng.normal(size=(8, 3)))
+    targets = jnp.asarray(rng.normal(size=(8, 3)))
+    mask = jnp.array([True] * 6 + [False] * 2)
+    loss, cccs = ccc_loss(preds, targets, mask, alpha=0.5, beta=0.2)
+    want = [ccc(preds[:6, d], targets[:6, d]) for d in range(3)]
+    np.testing.assert_allclose(cccs, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        loss, 1 - 0.5 * want[0] - 0.2 * want[1] - 0.3 * want[2], rtol=1e-6, atol=1e-6)
+    perfect, _ = ccc_loss(targets, targets)
+    np.testing.assert_allclose(perfect, 0.0, atol=1e-6)
+
+
+def _info_nce_loops(zhat, z, neg_idx, frame_lens, group_size):
+    batch, frames, steps, _ = zhat.shape
+    losses = {k: [] for k in range(steps)}
+    correct = []
+    for b in range(batch):
+        first = b // group_size * group_size
+        for t in range(frames):
+            for k in range(steps):
+                if t + k + 1 >= frame_lens[b]:
+                    continue
+                vectors = [z[b, t + k + 1]]
+                for i in neg_idx[b, t, k]:
+                    vectors.append(z[first + i // frames, i % frames])
+                scores = np.array([zhat[b, t, k] @ v for v in vectors], np.float64)
+                top = scores.max()
+                log_sum_exp = top + np.log(np.sum(np.exp(scores - top)))
+                losses[k].append(log_sum_exp - scores[0])
+                correct.append(np.argmax(scores) == 0)
+    return sum(np.mean(v) for v in losses.values()), np.mean(correct)
+
+
+def test_info_nce_matches_explicit_loops():
+    batch, group, frames, steps, dim, negatives = 4, 2, 6, 2, 3, 3
+    rng = np.random.default_rng(0)
+    zhat = rng.normal(size=(batch, frames, steps, dim)).astype(np.float32)
+    z = rng.normal(size=(batch, frames, dim)).astype(np.float32)
+    neg_idx = rng.integers(0, group * frames, size=(batch, frames, steps, negatives))
+    frame_lens = np.array([6, 4, 5, 3])
+    loss, accuracy = info_nce(jnp.asarray(zhat), jnp.asarray(z), jnp.asarray(neg_idx),
+                              jnp.asarray(frame_lens), group)
+    want_loss, want_accuracy = _info_nce_loops(zhat, z, neg_idx, frame_lens, group)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(accuracy, want_accuracy, rtol=1e-6)
+    assert 0 < want_accuracy < 1  # both outcomes occur, so accuracy is tested
+
+
+def test_info_nce_is_float32_for_bfloat16_inputs_and_differentiable():
+    rng = np.random.default_rng(2)
+    zhat = jnp.asarray(rng.normal(size=(2, 5, 2, 4)), jnp.bfloat16)
+    z = jnp.asarray(rng.normal(size=(2, 5, 4)), jnp.bfloat16)
+    neg_idx = jnp.asarray(rng.integers(0, 10, size=(2, 5, 2, 3)))
+    lens = jnp.array([5, 4])
+    loss, _ = info_nce(zhat, z, neg_idx, lens, 2)
+    assert loss.dtype == jnp.float32 and np.isfinite(float(loss))
+    grad = jax.grad(lambda a: info_nce(a, z.astype(jnp.float32), neg_idx, lens, 2)[0])(
+        zhat.astype(jnp.float32))
+    assert np.all(np.isfinite(np.asarray(grad))) and np.any(np.asarray(grad) != 0)
+
+
+def test_info_nce_rejects_batch_not_divisible_by_group():
+    with pytest.raises(ValueError, match="model.negatives_group_size"):
+        info_nce(jnp.zeros((3, 4, 1, 2)), jnp.zeros((3, 4, 2)),
+                 jnp.zeros((3, 4, 1, 2), jnp.int32), jnp.array([4, 4, 4]), 2)

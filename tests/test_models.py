@@ -1,0 +1,221 @@
+"""Shapes, causality, padding invariance and parameter layout of the models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+from cpcjax.models.context import Context
+from cpcjax.models.cpc import CPC, sample_negatives
+from cpcjax.models.encoder import ChannelNorm, Encoder, frame_lengths
+from cpcjax.models.recognizer import EmotionModel
+
+SMALL = dict(channels=32, context_hidden=16)
+SMALL_RECOGNIZER = dict(num_heads=2, d_model=16, mlp_hidden=16)
+
+
+def _init(model, *args, **kwargs):
+    # Eager init compiles every initializer op on its own; one jit is much faster.
+    return jax.jit(model.init)(jax.random.key(1), *args, **kwargs)
+
+
+def _reference_frame_lengths(n):
+    for k, s, p in zip((10, 8, 4, 4, 4), (5, 4, 2, 2, 2), (3, 2, 1, 1, 1)):
+        n = max((n + 2 * p - k) // s + 1, 0)
+    return n
+
+
+def test_encoder_gives_128_frames_of_512_channels_for_20480_samples():
+    wav = jax.random.normal(jax.random.key(0), (2, 20480))
+    (z, frame_lens), _ = jax.jit(Encoder(channels=512).init_with_output)(
+        jax.random.key(1), wav)
+    assert z.shape == (2, 128, 512)
+    np.testing.assert_array_equal(frame_lens, [128, 128])
+    assert frame_lens.dtype == jnp.int32
+
+
+def test_frame_lengths_matches_layer_by_layer_loop():
+    samples = [0, 1, 9, 159, 160, 161, 1599, 1600, 3200, 4000, 20479, 20480]
+    samples += [160 * k for k in (2, 7, 31, 100)]
+    expected = [_reference_frame_lengths(n) for n in samples]
+    assert frame_lengths(20480) == 128
+    assert [frame_lengths(n) for n in samples] == expected
+    assert all(frame_lengths(160 * k) == k for k in (2, 7, 31, 100))
+    np.testing.assert_array_equal(frame_lengths(np.array(samples)), expected)
+    np.testing.assert_array_equal(frame_lengths(jnp.array(samples)), expected)
+
+
+def test_channel_norm_is_unbiased_per_frame_normalisation():
+    x = jax.random.normal(jax.random.key(0), (2, 5, 7)) * 3 + 1
+    y, _ = jax.jit(ChannelNorm().init_with_output)(jax.random.key(1), x)
+    x = np.asarray(x, np.float64)
+    var = x.var(-1, ddof=1, keepdims=True)
+    want = (x - x.mean(-1, keepdims=True)) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_norm_names_the_field():
+    with pytest.raises(ValueError, match="model.norm"):
+        Encoder(channels=8, norm="batch").init(jax.random.key(0), jnp.zeros((1, 1600)))
+
+
+@pytest.mark.parametrize("norm", ["channel", "layer", "none"])
+@pytest.mark.parametrize("pad", ["zeros", "noise"])
+def test_encoder_valid_frames_ignore_padding(norm, pad):
+    encoder = Encoder(channels=32, norm=norm)
+    lengths = [3200, 4000]
+    key = jax.random.key(0)
+    wav = jax.random.normal(key, (2, 8000))
+    params = _init(encoder, wav)
+    if pad == "zeros":
+        wav = jnp.where(jnp.arange(8000)[None] < jnp.array(lengths)[:, None], wav, 0)
+    apply = jax.jit(encoder.apply)
+    z, frame_lens = apply(params, wav, jnp.array(lengths))
+    np.testing.assert_array_equal(frame_lens, [frame_lengths(n) for n in lengths])
+    for b, n in enumerate(lengths):
+        alone, alone_lens = apply(params, wav[b:b + 1, :n])
+        assert int(alone_lens[0]) == int(frame_lens[b]) == alone.shape[1]
+        np.testing.assert_allclose(
+            z[b, :alone.shape[1]], alone[0], rtol=1e-5, atol=1e-5)
+        assert not np.any(np.asarray(z[b, alone.shape[1]:]))
+
+
+def test_context_is_causal():
+    z = jax.random.normal(jax.random.key(0), (2, 12, 8))
+    context = Context(hidden=16)
+    params = _init(context, z)
+    t0 = 5
+    changed = z.at[:, t0 + 1:].add(jax.random.normal(jax.random.key(2), (2, 6, 8)))
+    apply = jax.jit(context.apply)
+    c = apply(params, z)
+    c_changed = apply(params, changed)
+    np.testing.assert_allclose(
+        c[:, :t0 + 1], c_changed[:, :t0 + 1], rtol=1e-6, atol=1e-6)
+    after = np.abs(np.asarray(c[:, t0 + 1:] - c_changed[:, t0 + 1:]))  # [B, T-t0-1, H]
+    assert np.all(after.max(-1) > 1e-4)
+
+
+def test_context_zeroes_frames_past_length():
+    z = jax.random.normal(jax.random.key(0), (2, 6, 4))
+    context = Context(hidden=8)
+    params = _init(context, z)
+    apply = jax.jit(context.apply)
+    c = apply(params, z, jnp.array([6, 3]))
+    assert not np.any(np.asarray(c[1, 3:]))
+    np.testing.assert_allclose(c[1, :3], apply(params, z[1:, :3])[0], atol=1e-6)
+
+
+def test_emotion_model_prediction_ignores_padding():
+    model = EmotionModel(**SMALL, **SMALL_RECOGNIZER)
+    lengths = [3200, 4000, 0]
+    wav = jax.random.normal(jax.random.key(0), (3, 8000))
+    wav = jnp.where(jnp.arange(8000)[None] < jnp.array(lengths)[:, None], wav, 0)
+    params = _init(model, wav, jnp.array(lengths))
+    apply = jax.jit(model.apply)
+    padded = apply(params, wav, jnp.array(lengths))["preds"]
+    assert padded.shape == (3, 3) and padded.dtype == jnp.float32
+    for b, n in enumerate(lengths[:2]):
+        alone = apply(params, wav[b:b + 1, :n], jnp.array([n]))["preds"]
+        np.testing.assert_allclose(padded[b], alone[0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(padded[0], padded[1])
+    # An utterance with no valid frame must not poison the batch with NaN.
+    assert np.all(np.isfinite(np.asarray(padded[2])))
+
+
+def test_sample_negatives_draws_valid_frames_of_the_group_except_the_positive():
+    sample = jax.jit(sample_negatives, static_argnums=(2, 3, 4, 5))
+    frame_lens = jnp.array([10, 4, 7, 2, 9, 5])
+    batch, group, steps, frames, negatives = 6, 3, 3, 10, 64
+    rng = jax.random.key(0)
+    idx = sample(rng, frame_lens, frames, steps, negatives, group)
+    assert idx.shape == (batch, frames, steps, negatives) and idx.dtype == jnp.int32
+    idx = np.asarray(idx)
+    assert idx.min() >= 0 and idx.max() < group * frames
+    lens = np.asarray(frame_lens)
+    first = (np.arange(batch) // group * group)[:, None, None, None]
+    utt, frame = idx // frames, idx % frames
+    assert np.all(frame < lens[first + utt])
+    for b in range(batch):
+        group_lens = lens[b // group * group:][:group]
+        pool = {j * frames + t for j in range(group) for t in range(group_lens[j])}
+        assert set(idx[b].ravel()) == pool
+        for t in range(frames):
+            for k in range(1, steps + 1):
+                if t + k < lens[b]:
+                    assert (b % group) * frames + t + k not in idx[b, t, k - 1]
+    again = sample(rng, frame_lens, frames, steps, negatives, group)
+    np.testing.assert_array_equal(idx, again)
+    other = sample(jax.random.key(1), frame_lens, frames, steps, negatives, group)
+    assert np.any(idx != np.asarray(other))
+
+
+def test_sample_negatives_does_not_depend_on_sharding():
+    frame_lens = jnp.array([10, 4, 7, 2, 9, 5, 8, 3])
+    rng = jax.random.key(3)
+    want = sample_negatives(rng, frame_lens, 10, 2, 5, 4)
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    got = jax.jit(sample_negatives, static_argnums=(2, 3, 4, 5), out_shardings=sharded)(
+        rng, jax.device_put(frame_lens, sharded), 10, 2, 5, 4)
+    np.testing.assert_array_equal(want, got)
+
+
+def test_sample_negatives_rejects_batch_not_divisible_by_group():
+    with pytest.raises(ValueError, match="model.negatives_group_size"):
+        sample_negatives(jax.random.key(0), jnp.array([4, 4, 4]), 4, 1, 2, 2)
+
+
+def test_param_trees_have_the_documented_top_level_keys():
+    wav = jnp.zeros((1, 3200))
+
+    def params(model):
+        return jax.eval_shape(model.init, jax.random.key(0), wav)["params"]
+
+    cpc = params(CPC(**SMALL, num_steps=3))
+    emo = params(EmotionModel(**SMALL, **SMALL_RECOGNIZER))
+    joint = params(EmotionModel(**SMALL, **SMALL_RECOGNIZER, num_steps=3,
+                                with_predict_heads=True))
+    assert set(cpc) == {"encoder", "context", "predict_heads"}
+    assert set(emo) == {"encoder", "context", "recognizer"}
+    assert set(joint) == {"encoder", "context", "recognizer", "predict_heads"}
+    # A pretrained CPC's encoder and context must drop into the recognizer.
+    for name in ("encoder", "context"):
+        assert cpc[name] == emo[name]
+    assert cpc["predict_heads"] == joint["predict_heads"]
+
+
+def test_cpc_output_shapes_and_bfloat16_keeps_float32_params():
+    model = CPC(**SMALL, num_steps=3, dtype=jnp.bfloat16)
+    out, variables = jax.eval_shape(
+        model.init_with_output, jax.random.key(0), jnp.ones((2, 3200)),
+        jnp.array([3200, 1600]))
+    assert out["z"].shape == (2, 20, 32) and out["c"].shape == (2, 20, 16)
+    assert out["zhat"].shape == (2, 20, 3, 32) and out["frame_lens"].shape == (2,)
+    assert out["zhat"].dtype == jnp.bfloat16 and out["frame_lens"].dtype == jnp.int32
+    dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(variables)}
+    assert dtypes == {jnp.dtype(jnp.float32)}
+
+
+def test_freeze_cpc_stops_gradients_into_encoder_and_context():
+    wav = jax.random.normal(jax.random.key(0), (2, 1600))
+    lengths = jnp.array([1600, 1200])
+    model = EmotionModel(**SMALL, **SMALL_RECOGNIZER)
+    params = _init(model, wav, lengths)
+
+    @jax.jit
+    def grads(params):
+        def loss(p, freeze):
+            out = model.clone(freeze_cpc=freeze).apply(p, wav, lengths)
+            return jnp.sum(out["preds"] ** 2)
+
+        return (jax.grad(loss)(params, True)["params"],
+                jax.grad(loss)(params, False)["params"])
+
+    def norm(tree):
+        return sum(float(jnp.sum(jnp.abs(x))) for x in jax.tree_util.tree_leaves(tree))
+
+    frozen, trained = grads(params)
+    assert norm(frozen["encoder"]) == 0 and norm(frozen["context"]) == 0
+    assert norm(frozen["recognizer"]) > 0
+    assert norm(trained["encoder"]) > 0 and norm(trained["context"]) > 0
