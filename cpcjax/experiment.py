@@ -31,6 +31,7 @@ from cpcjax.data import pipeline, protocols, sources
 from cpcjax.train import checkpoint, finetune, loop, pretrain, sharding, state as state_lib
 
 RESULT_FILE = "result.json"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -87,12 +88,12 @@ def pretrain_stage(config, programs: Programs, mesh, utts: pipeline.Utterances,
     p = config.pretrain
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if _done_steps(workdir) >= p.num_steps:
-        logging.info("%s: finished earlier, reusing %s", name, ckpt_dir)
+        log.info("%s: finished earlier, reusing %s", name, ckpt_dir)
         return ckpt_dir
     batches = pipeline.CropBatches(utts, p.window, p.batch_size, config.seed,
                                    sharding.process_rows(p.batch_size))
     if batches.skipped:
-        logging.warning("%s: %d utterances shorter than the %d-sample window are not "
+        log.warning("%s: %d utterances shorter than the %d-sample window are not "
                         "used for pretraining", name, batches.skipped, p.window)
     example = batches.batch(0)
     state = state_lib.create_state(programs.cpc, programs.cpc_tx,
@@ -110,6 +111,7 @@ def finetune_run(config, programs: Programs, mesh, emo: pipeline.Utterances,
     """One supervised run of one fold and seed; returns (and writes) its result."""
     result_path = os.path.join(workdir, RESULT_FILE)
     if os.path.exists(result_path):
+        log.info("%s: finished earlier, reading %s", name, result_path)
         with open(result_path) as fh:
             return json.load(fh)
     f = config.finetune
@@ -143,7 +145,8 @@ def finetune_run(config, programs: Programs, mesh, emo: pipeline.Utterances,
     if jax.process_index() == 0:
         with open(result_path, "w") as fh:
             json.dump(result, fh)
-    logging.info("%s: test CCC %s", name, result["test"]["ccc"])
+    log.info("%s: test CCC %s", name,
+             " ".join(f"{k} {v:.3f}" for k, v in result["test"]["ccc"].items()))
     return result
 
 

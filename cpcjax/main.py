@@ -7,6 +7,7 @@ import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Method config file[:arg].",
@@ -29,8 +30,15 @@ def main(argv) -> None:
 
     # tf.data and TFDS only read files; the accelerators belong to JAX.
     tf.config.set_visible_devices([], "GPU")
-    logging.getLogger().setLevel(logging.INFO)
-    logging.info("process %d/%d, %d devices (%s)", jax.process_index(),
+    # Library chatter (Orbax, TFDS) stays at warnings; cpcjax says what it does.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log = logging.getLogger("cpcjax")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.info("process %d/%d, %d devices (%s)", jax.process_index(),
                  jax.process_count(), jax.device_count(), jax.devices()[0].device_kind)
     try:
         report = experiment.run(_CONFIG.value, _WORKDIR.value)

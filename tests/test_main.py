@@ -1,0 +1,127 @@
+"""The entry point, end to end on a tiny synthetic corpus, on 1 and 8 devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cpcjax import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ",".join([
+    "synthetic", "seeds=1", "folds=(1,)",
+    "synthetic.emotion_utterances_per_speaker=6", "synthetic.unlabeled_speakers=4",
+    "synthetic.unlabeled_utterances_per_speaker=3",
+    "model.channels=16", "model.context_hidden=16", "model.d_model=16",
+    "model.mlp_hidden=16", "model.num_negatives=8", "model.predict_steps=4",
+    "pretrain.window=5120", "pretrain.num_steps=4", "pretrain.checkpoint_every=2",
+    "pretrain.log_every=1", "finetune.num_steps=4", "finetune.checkpoint_every=2",
+    "finetune.log_every=1", "finetune.batch_size=8", "finetune.eval_batch_size=8",
+    "finetune.buckets=(1.0,)",
+])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def run_main(config: str, workdir, data_dir: str, devices: int = 8):
+    env = dict(os.environ, CPCJAX_DATA_DIR=data_dir,
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.run(
+        [sys.executable, "-m", "cpcjax.main", f"--config={config}", f"--workdir={workdir}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def losses(path, n=3):
+    with open(path) as f:
+        return [json.loads(l)["loss"] for l in f][:n]
+
+
+def test_one_and_eight_devices_give_the_same_losses(tmp_path, data_dir):
+    runs = {}
+    for devices in (1, 8):
+        workdir = tmp_path / f"dev{devices}"
+        proc = run_main(f"configs/pre_cpc.py:{TINY}", workdir, data_dir, devices)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[devices] = workdir
+    for stage in ("pretrain", os.path.join("finetune", "fold1", "seed0")):
+        one = losses(runs[1] / stage / "metrics.jsonl")
+        eight = losses(runs[8] / stage / "metrics.jsonl")
+        assert len(one) == 3
+        np.testing.assert_allclose(eight, one, rtol=1e-5)
+
+    report = json.loads((runs[8] / "report.json").read_text())
+    row, = report["rows"]
+    assert row["method"] == "preCPC" and row["folds"] == [1] and row["seeds"] == 1
+    assert set(row["ccc"]) == {"avg", "act", "val", "dom"}
+    assert row["num_test_utterances"] == 12  # 2 speakers x 6 utterances of session 1
+    assert "| preCPC |" in (runs[8] / "report.md").read_text()
+
+    # A finished run is not rerun: nothing is trained or rewritten.
+    metrics = runs[8] / "pretrain" / "metrics.jsonl"
+    before = metrics.stat().st_mtime_ns
+    again = run_main(f"configs/pre_cpc.py:{TINY}", runs[8], data_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finished earlier" in again.stderr
+    assert metrics.stat().st_mtime_ns == before
+    assert json.loads((runs[8] / "report.json").read_text())["rows"] == report["rows"]
+
+
+def test_demo_writes_the_four_row_table(tmp_path, data_dir):
+    proc = run_main(f"configs/demo.py:{TINY}", tmp_path, data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [r["method"] for r in report["rows"]] == ["Sup", "jointCPC", "miniCPC", "preCPC"]
+    table = (tmp_path / "report.md").read_text()
+    for name in ("Sup", "jointCPC", "miniCPC", "preCPC"):
+        assert f"| {name} |" in table
+    assert (tmp_path / "mini_cpc" / "pretrain" / "fold1" / "checkpoints").is_dir()
+    assert not (tmp_path / "sup" / "pretrain").exists()
+    joint = (tmp_path / "joint_cpc" / "finetune" / "fold1" / "seed0" / "metrics.jsonl")
+    assert "info_nce" in joint.read_text().splitlines()[0]
+
+
+def test_an_unprepared_corpus_fails_in_one_clear_line(tmp_path, data_dir):
+    proc = run_main("configs/pre_cpc.py", tmp_path, data_dir)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "'iemocap' is not prepared" in last
+    assert "python -m cpcjax.prepare iemocap --manual_dir=" in last
+
+
+@pytest.mark.parametrize("method", config_lib.METHODS)
+@pytest.mark.parametrize("corpus", config_lib.CORPORA)
+def test_method_configs_have_the_documented_fields(method, corpus):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(method, os.path.join(ROOT, "configs",
+                                                                       f"{method}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config(corpus)
+    config_lib.validate(c)
+    assert c.method == method and c.corpus == corpus
+    for field in (c.seeds, c.pretrain.num_steps, c.pretrain.batch_size,
+                  c.pretrain.checkpoint_every, c.finetune.num_steps, c.finetune.batch_size):
+        assert isinstance(field, int)
+    assert (c.finetune.cpc_weight > 0) == (method == "joint_cpc")
+    assert module.get_config().corpus == "iemocap"
+
+
+def test_bad_values_fail_naming_the_field():
+    c = config_lib.method_config("sup", "synthetic")
+    c.model.norm = "batch"
+    with pytest.raises(config_lib.ConfigError, match=r"config\.model\.norm"):
+        config_lib.validate(c)
+    with pytest.raises(config_lib.ConfigError, match="no field 'pretrain.num_step'"):
+        config_lib.method_config("sup", "synthetic,pretrain.num_step=3")
+    with pytest.raises(config_lib.ConfigError, match="unknown corpus 'iemocapp'"):
+        config_lib.method_config("sup", "iemocapp")
+    c = config_lib.method_config("sup", "synthetic,finetune.batch_size=10")
+    with pytest.raises(config_lib.ConfigError, match=r"config\.finetune\.batch_size"):
+        config_lib.validate(c)
