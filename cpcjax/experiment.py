@@ -206,6 +206,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         config_lib.validate(c)
         sources.check_prepared(c)
     os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as fh:
+        fh.write(config.to_json_best_effort(indent=2))
     programs: dict = {}
     rows = []
     for c in method_configs:
