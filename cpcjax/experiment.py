@@ -31,6 +31,12 @@ from cpcjax.data import pipeline, protocols, sources
 from cpcjax.train import checkpoint, finetune, loop, pretrain, sharding, state as state_lib
 
 RESULT_FILE = "result.json"
+CONFIG_FILE = "config.json"
+# Fields a rerun in the same workdir may change: they size or extend the run
+# without making its checkpoints and results mean something else.
+RESIZABLE = ("seeds", "folds", "data_dir", "pretrain.num_steps", "pretrain.checkpoint_every",
+             "pretrain.log_every", "finetune.num_steps", "finetune.checkpoint_every",
+             "finetune.log_every", "finetune.eval_batch_size")
 log = logging.getLogger(__name__)
 
 
@@ -73,6 +79,40 @@ def _program_key(config) -> str:
     c["pretrain"].pop("corpus")
     return json.dumps({k: c[k] for k in ("model", "pretrain", "finetune", "dtype")},
                       sort_keys=True, default=str)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def claim_workdir(config, workdir: str) -> None:
+    """Writes the resolved config to `workdir`, refusing one made by another config.
+
+    A rerun continues what is in `workdir`, so its checkpoints must come from
+    the same experiment; only the fields in RESIZABLE may change.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    new = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path) as fh:
+            old = _flat(json.load(fh))
+        flat = _flat(new)
+        changed = sorted(k for k in old.keys() | flat.keys()
+                         if k not in RESIZABLE and old.get(k) != flat.get(k))
+        if changed:
+            raise config_lib.ConfigError(
+                f"{workdir} holds a run of another config ({', '.join(changed)} differ, "
+                f"see {path}); use a new --workdir, or delete it to start over")
+    if jax.process_index() == 0:
+        with open(path, "w") as fh:
+            json.dump(new, fh, indent=2)
 
 
 def _done_steps(directory: str) -> int:
@@ -153,9 +193,7 @@ def finetune_run(config, programs: Programs, mesh, emo: pipeline.Utterances,
 def run_method(config, workdir: str, programs: dict | None = None) -> dict:
     """All stages of one method; returns its report row."""
     programs = {} if programs is None else programs
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as fh:
-        fh.write(config.to_json_best_effort(indent=2))
+    claim_workdir(config, workdir)
     mesh = sharding.make_mesh()
     for stage in ("pretrain", "finetune"):
         for field in ("batch_size",):
@@ -205,9 +243,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for c in method_configs:
         config_lib.validate(c)
         sources.check_prepared(c)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as fh:
-        fh.write(config.to_json_best_effort(indent=2))
+    claim_workdir(config, workdir)
     programs: dict = {}
     rows = []
     for c in method_configs:

@@ -125,3 +125,16 @@ def test_bad_values_fail_naming_the_field():
     c = config_lib.method_config("sup", "synthetic,finetune.batch_size=10")
     with pytest.raises(config_lib.ConfigError, match=r"config\.finetune\.batch_size"):
         config_lib.validate(c)
+
+
+def test_a_workdir_refuses_another_experiment_but_not_more_steps(tmp_path):
+    from cpcjax import experiment
+
+    c = config_lib.method_config("pre_cpc", "synthetic")
+    experiment.claim_workdir(c, str(tmp_path))
+    c.pretrain.num_steps += 100
+    c.seeds = 5
+    experiment.claim_workdir(c, str(tmp_path))  # a longer run continues
+    c.model.channels = 64
+    with pytest.raises(config_lib.ConfigError, match=r"another config \(model\.channels differ"):
+        experiment.claim_workdir(c, str(tmp_path))
