@@ -190,8 +190,9 @@ def finetune_run(config, programs: Programs, mesh, emo: pipeline.Utterances,
     return result
 
 
-def run_method(config, workdir: str, programs: dict | None = None) -> dict:
-    """All stages of one method; returns its report row."""
+def run_method(config, workdir: str, emo: pipeline.Utterances,
+               programs: dict | None = None) -> dict:
+    """All stages of one method on the emotion corpus `emo`; returns its report row."""
     programs = {} if programs is None else programs
     claim_workdir(config, workdir)
     mesh = sharding.make_mesh()
@@ -205,7 +206,6 @@ def run_method(config, workdir: str, programs: dict | None = None) -> dict:
     prog = programs[key]
     label = config_lib.METHOD_NAMES[config.method]
 
-    emo = sources.emotion_corpus(config)
     folds = list(config.folds) or protocols.session_folds(emo.sessions)
     cpc_checkpoint = None
     if config.method == "pre_cpc":
@@ -244,9 +244,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         config_lib.validate(c)
         sources.check_prepared(c)
     claim_workdir(config, workdir)
+    emo = sources.emotion_corpus(config)  # every method reads the same corpus
     programs: dict = {}
     rows = []
     for c in method_configs:
         method_dir = workdir if "methods" not in config else os.path.join(workdir, c.method)
-        rows.append(run_method(c, method_dir, programs))
+        rows.append(run_method(c, method_dir, emo, programs))
     return report.write(workdir, config.corpus, rows)
