@@ -1,0 +1,98 @@
+"""What every corpus prepared from the user's own files shares.
+
+A subclass lists its items (utterances with metadata and an audio path) and
+yields TFDS examples; this base checks the manual directory, decodes audio on
+every core (streaming, bounded memory), skips and records every bad item, and
+writes `prepare_report_<name>.tsv` into the data directory with a one-line
+summary at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+import tqdm
+
+from cpcjax.data import audio
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LayoutError(ValueError):
+    """The manual directory is missing or is not laid out as the corpus is."""
+
+
+def audio_feature() -> tfds.features.Audio:
+    """16 kHz mono int16, fed with numpy arrays (a path would need ffmpeg)."""
+    return tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=audio.SAMPLE_RATE)
+
+
+class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
+    """A TFDS builder over an extracted corpus in `manual_dir`.
+
+    Subclasses set EXPECTED_LAYOUT (shown when the manual dir is wrong) and
+    EXPECTED_COUNT (utterances of the full release, or None), call
+    `self.manual_root(dl_manager, must_contain=...)` in `_split_generators`
+    and decode audio with `self.decoded(...)`.
+    """
+
+    EXPECTED_LAYOUT = ""
+    EXPECTED_COUNT: int | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.problems = audio.Problems()
+        self.kept = 0
+
+    @property
+    def report_path(self) -> str:
+        return os.path.join(self._data_dir_root, f"prepare_report_{self.name}.tsv")
+
+    def manual_root(self, dl_manager, must_contain: Iterable[str] = ()) -> str:
+        """The manual dir, checked to exist and hold `must_contain` (relative paths)."""
+        try:
+            root = dl_manager.manual_dir
+        except AssertionError:  # TFDS asserts when no manual dir was given
+            root = None
+        root = os.fspath(root) if root else ""
+        if not root or not os.path.isdir(root):
+            raise LayoutError(f"{self.name}: manual dir {root or '(none given)'} does not "
+                              f"exist; pass --manual_dir=DIR laid out as:\n"
+                              f"{self.EXPECTED_LAYOUT}")
+        missing = [p for p in must_contain if not os.path.exists(os.path.join(root, p))]
+        if missing:
+            raise LayoutError(f"{self.name}: {root} lacks {', '.join(missing)}; expected "
+                              f"layout:\n{self.EXPECTED_LAYOUT}")
+        return root
+
+    def decoded(self, items: list[T], path_of: Callable[[T], str], desc: str
+                ) -> Iterator[tuple[T, np.ndarray]]:
+        """(item, 16 kHz int16 audio) for every item whose audio is usable.
+
+        Bad files are recorded in `self.problems` and skipped. A progress bar
+        shows counts and ETA.
+        """
+        with tqdm.tqdm(total=len(items), desc=desc, unit="file", dynamic_ncols=True) as bar:
+            for item, result in audio.load_many(items, path_of):
+                bar.update(1)
+                if isinstance(result, audio.BadAudio):
+                    self.problems.add("audio", result.path, result.reason)
+                    continue
+                self.kept += 1
+                yield item, result
+
+    def finish(self) -> None:
+        """Writes the report and prints the one-line summary; warns on odd counts."""
+        self.problems.write(self.report_path)
+        line = (f"{self.name}: prepared {self.kept} utterances, skipped "
+                f"{self.problems.summary()} (reasons in {self.report_path})")
+        print(line, flush=True)
+        if self.EXPECTED_COUNT and self.kept != self.EXPECTED_COUNT:
+            print(f"{self.name}: warning: the full release has {self.EXPECTED_COUNT} "
+                  f"utterances, this copy gave {self.kept}; see {self.report_path}",
+                  flush=True)
