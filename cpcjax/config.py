@@ -66,7 +66,10 @@ def base_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
     p.warmup_steps = 1000  # [ours]
     p.checkpoint_every = 5000
     p.log_every = 100
-    p.corpus = "librispeech"  # for pre_cpc; mini_cpc uses the emotion corpus
+    # pre_cpc's corpus: librispeech | librispeech_tfds | audio_folder:<name>;
+    # mini_cpc uses the emotion corpus' own training audio.
+    p.corpus = "librispeech"
+    p.librispeech_subsets = ("train-clean-100",)  # [ours] the original CPC's 100 h
 
     f = c.finetune = ml_collections.ConfigDict()
     f.num_steps = 6000  # [ours]
@@ -212,7 +215,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(len(c.finetune.buckets) >= 1 and list(c.finetune.buckets) == sorted(c.finetune.buckets),
          "finetune.buckets", "must be increasing lengths in seconds")
     need(c.finetune.input == "context", "finetune.input", "only 'context' (c_t) is supported")
-    need(all(1 <= int(f) <= 5 for f in c.folds), "folds", "folds are sessions 1..5")
+    if c.corpus != "msp_podcast":
+        need(all(1 <= int(f) <= 5 for f in c.folds), "folds", "folds are sessions 1..5")
 
 
 def _get(c, dotted: str):

@@ -146,7 +146,7 @@ def pretrain_stage(config, programs: Programs, mesh, utts: pipeline.Utterances,
 
 
 def finetune_run(config, programs: Programs, mesh, emo: pipeline.Utterances,
-                 split: dict, fold: int, seed_index: int, workdir: str,
+                 split: dict, fold, seed_index: int, workdir: str,
                  cpc_checkpoint: str | None, name: str) -> dict:
     """One supervised run of one fold and seed; returns (and writes) its result."""
     result_path = os.path.join(workdir, RESULT_FILE)
@@ -206,15 +206,14 @@ def run_method(config, workdir: str, emo: pipeline.Utterances,
     prog = programs[key]
     label = config_lib.METHOD_NAMES[config.method]
 
-    folds = list(config.folds) or protocols.session_folds(emo.sessions)
     cpc_checkpoint = None
     if config.method == "pre_cpc":
         cpc_checkpoint = pretrain_stage(config, prog, mesh, sources.unlabeled_corpus(config),
                                         os.path.join(workdir, "pretrain"), f"{label} pretrain")
     runs = []
-    for fold in folds:
-        split = protocols.leave_one_session_out(emo.sessions, fold,
-                                                config.finetune.dev_fraction, config.seed)
+    folds = protocols.folds(emo, config.corpus, tuple(config.folds),
+                            config.finetune.dev_fraction, config.seed)
+    for fold, split in folds.items():
         if config.method == "mini_cpc":
             # Labels unused; the test session's audio stays out of pretraining too.
             own_audio = emo.subset(np.concatenate([split["train"], split["dev"]]))
@@ -250,4 +249,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for c in method_configs:
         method_dir = workdir if "methods" not in config else os.path.join(workdir, c.method)
         rows.append(run_method(c, method_dir, emo, programs))
-    return report.write(workdir, config.corpus, rows)
+    return report.write(workdir, config.corpus, protocols.protocol_name(config.corpus), rows)

@@ -57,7 +57,7 @@ def markdown(report: dict) -> str:
         f"# cpcjax results: {report['corpus']}",
         "",
         f"CCC (mean ± std over seeds; per seed, the CCC of the test predictions "
-        f"pooled over the {report['protocol']} folds).",
+        f"pooled over the folds; protocol: {report['protocol']}).",
         "",
         "| method | avg | act | val | dom |",
         "|---|---|---|---|---|",
@@ -80,10 +80,10 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(workdir: str, corpus: str, rows: list[dict]) -> dict:
+def write(workdir: str, corpus: str, protocol: str, rows: list[dict]) -> dict:
     """Writes report.json and report.md into `workdir` and returns the report."""
     report = {"schema_version": SCHEMA_VERSION, "corpus": corpus,
-              "protocol": "leave-one-session-out", "rows": rows}
+              "protocol": protocol, "rows": rows}
     with open(os.path.join(workdir, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     with open(os.path.join(workdir, "report.md"), "w") as f:

@@ -11,17 +11,19 @@ import pytest
 from cpcjax import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ",".join([
-    "synthetic", "seeds=1", "folds=(1,)",
-    "synthetic.emotion_utterances_per_speaker=6", "synthetic.unlabeled_speakers=4",
-    "synthetic.unlabeled_utterances_per_speaker=3",
-    "model.channels=16", "model.context_hidden=16", "model.d_model=16",
+# A model and schedule small enough for a test, for any corpus.
+TINY_RUN = [
+    "seeds=1", "model.channels=16", "model.context_hidden=16", "model.d_model=16",
     "model.mlp_hidden=16", "model.num_negatives=8", "model.predict_steps=4",
     "pretrain.window=5120", "pretrain.num_steps=4", "pretrain.checkpoint_every=2",
     "pretrain.log_every=1", "finetune.num_steps=4", "finetune.checkpoint_every=2",
     "finetune.log_every=1", "finetune.batch_size=8", "finetune.eval_batch_size=8",
     "finetune.buckets=(1.0,)",
-])
+]
+TINY = ",".join([
+    "synthetic", "folds=(1,)",
+    "synthetic.emotion_utterances_per_speaker=6", "synthetic.unlabeled_speakers=4",
+    "synthetic.unlabeled_utterances_per_speaker=3", *TINY_RUN])
 
 
 @pytest.fixture(scope="module")

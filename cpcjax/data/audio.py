@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import os
+import re
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -28,8 +29,12 @@ class BadAudio(Exception):
     """A file that is skipped; `reason` says why in a few words."""
 
     def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
+        # Both args reach Exception, so the error pickles back from a worker.
+        super().__init__(path, reason)
         self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
 
 
 def load(path: str) -> np.ndarray:
@@ -46,6 +51,11 @@ def load(path: str) -> np.ndarray:
         wav, rate = sf.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as e:
         raise BadAudio(path, f"unreadable ({str(e).splitlines()[0][:120]})") from None
+    # libsndfile shortens a cut wav to the data present and says so only here.
+    cut = re.search(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "")
+    if cut:
+        raise BadAudio(path, f"truncated (header promises {cut.group(1)} bytes of audio, "
+                             f"the file holds {cut.group(2)})")
     if info.frames > 0 and len(wav) < info.frames:
         raise BadAudio(path, f"truncated ({len(wav)} of {info.frames} frames)")
     if len(wav) == 0:

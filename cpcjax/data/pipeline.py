@@ -43,6 +43,7 @@ class Utterances:
     labels: np.ndarray | None = None  # [N, 3] activation, valence, dominance
     sessions: np.ndarray | None = None  # [N] int
     categories: np.ndarray | None = None  # [N] int
+    partitions: np.ndarray | None = None  # [N] str, official split of each utterance
 
     def __len__(self) -> int:
         return len(self.records)
@@ -54,7 +55,7 @@ class Utterances:
             source=self.source, records=self.records[rows], lengths=self.lengths[rows],
             speakers=self.speakers[rows], names=self.names[rows],
             labels=pick(self.labels), sessions=pick(self.sessions),
-            categories=pick(self.categories),
+            categories=pick(self.categories), partitions=pick(self.partitions),
         )
 
     def audio(self, row: int) -> np.ndarray:
@@ -63,7 +64,8 @@ class Utterances:
         return np.asarray(wav, dtype=np.float32) / 32768.0
 
 
-def index_source(source, labeled: bool, desc: str) -> Utterances:
+def index_source(source, labeled: bool, desc: str,
+                 partitions: np.ndarray | None = None) -> Utterances:
     """Reads the metadata of every record once (audio lengths included)."""
     n = len(source)
     lengths = np.zeros(n, np.int64)
@@ -76,7 +78,7 @@ def index_source(source, labeled: bool, desc: str) -> Utterances:
         names.append(_text(ex.get("id", str(i))))
         if labeled:
             labels.append(np.asarray(ex["labels"], np.float32))
-            sessions.append(int(ex["session"]))
+            sessions.append(int(ex.get("session", 0)))
             categories.append(int(ex.get("category", -1)))
     return Utterances(
         source=source, records=np.arange(n), lengths=lengths,
@@ -84,6 +86,7 @@ def index_source(source, labeled: bool, desc: str) -> Utterances:
         labels=np.stack(labels) if labeled else None,
         sessions=np.asarray(sessions) if labeled else None,
         categories=np.asarray(categories) if labeled else None,
+        partitions=partitions,
     )
 
 

@@ -29,3 +29,25 @@ def leave_one_session_out(sessions: np.ndarray, test_session: int,
     n_dev = max(1, int(round(dev_fraction * len(rest))))
     return {"train": np.sort(shuffled[n_dev:]), "dev": np.sort(shuffled[:n_dev]),
             "test": test}
+
+
+def folds(utts, corpus: str, only: tuple = (), dev_fraction: float = 0.1,
+          seed: int = 0) -> dict:
+    """fold name -> train/dev/test rows, as the corpus' protocol defines them.
+
+    IEMOCAP and the synthetic corpus: leave-one-session-out, folds named by
+    their test session (`only` picks some). MSP-Podcast: its official
+    partitions, one fold "test1" (Train / Development / Test1).
+    """
+    if corpus == "msp_podcast":
+        parts = utts.partitions
+        return {"test1": {"train": np.flatnonzero(parts == "train"),
+                          "dev": np.flatnonzero(parts == "development"),
+                          "test": np.flatnonzero(parts == "test1")}}
+    names = [int(f) for f in only] or session_folds(utts.sessions)
+    return {f: leave_one_session_out(utts.sessions, f, dev_fraction, seed) for f in names}
+
+
+def protocol_name(corpus: str) -> str:
+    return ("official partitions (Train / Development / Test1)" if corpus == "msp_podcast"
+            else "leave-one-session-out")

@@ -1,42 +1,111 @@
-"""Corpora by name -> indexed, random-access `Utterances`."""
+"""Corpora by name -> TFDS builders -> indexed, random-access `Utterances`.
+
+Emotion corpora (`config.corpus`): synthetic, iemocap, msp_podcast.
+Pretraining corpora (`config.pretrain.corpus`): librispeech (our builder over
+an extracted copy, subsets from `config.pretrain.librispeech_subsets`),
+librispeech_tfds (TFDS's stock `librispeech`, already prepared by the user),
+audio_folder:<name> (any folder prepared with `cpcjax.prepare audio_folder`),
+synthetic_unlabeled, and emotion_train (miniCPC: the fold's training audio).
+"""
 
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 from cpcjax.data import pipeline
 
 PREPARE_HINT = {
     "iemocap": "python -m cpcjax.prepare iemocap --manual_dir=/path/to/IEMOCAP_full_release",
     "msp_podcast": "python -m cpcjax.prepare msp_podcast --manual_dir=/path/to/MSP-PODCAST-Publish-1.x",
-    "librispeech": "python -m cpcjax.prepare librispeech --manual_dir=/path/to/LibriSpeech",
+    "librispeech": "python -m cpcjax.prepare librispeech --manual_dir=/path/to/LibriSpeech "
+                   "--subsets={subsets}",
+    "audio_folder": "python -m cpcjax.prepare audio_folder --manual_dir=/path/to/folder "
+                    "--name={name}",
+    "librispeech_tfds": "tfds.builder('librispeech', data_dir='{data_dir}')"
+                        ".download_and_prepare()",
 }
+# TFDS's stock librispeech names its splits without the dash.
+STOCK_LIBRISPEECH_SPLITS = {"train-clean-100": "train_clean100",
+                            "train-clean-360": "train_clean360",
+                            "train-other-500": "train_other500",
+                            "dev-clean": "dev_clean", "dev-other": "dev_other",
+                            "test-clean": "test_clean", "test-other": "test_other"}
+MSP_PARTITIONS = ("train", "development", "test1", "test2")
 
 
 class CorpusNotPrepared(RuntimeError):
     """A corpus that must be prepared from the user's own files first."""
 
 
-def _not_prepared(name: str, data_dir: str) -> CorpusNotPrepared:
-    return CorpusNotPrepared(
-        f"corpus {name!r} is not prepared in {data_dir}: it is built once from your "
-        f"licensed copy with `{PREPARE_HINT[name]}` (that builder is not part of this "
-        f"release yet); run a config with :synthetic meanwhile"
-    )
-
-
 def data_dir(config) -> str:
     return os.path.expanduser(config.data_dir)
 
 
+def builder_for(corpus: str, root: str, subsets=("train-clean-100",), name=None,
+                speaker_pattern=None, audio_dir="Audios", labels_dir="Labels"):
+    """The TFDS builder of `corpus` in data dir `root` (prepared or not)."""
+    if corpus == "iemocap":
+        from cpcjax.data.corpora import iemocap
+
+        return iemocap.Iemocap(data_dir=root)
+    if corpus == "msp_podcast":
+        from cpcjax.data.corpora import msp_podcast
+
+        return msp_podcast.MspPodcast(data_dir=root, config=msp_podcast.MspPodcastConfig(
+            name="default", audio_dir=audio_dir, labels_dir=labels_dir))
+    if corpus == "librispeech":
+        from cpcjax.data.corpora import librispeech
+
+        return librispeech.LibriSpeechManual(data_dir=root,
+                                             config=librispeech.config_for(tuple(subsets)))
+    if corpus == "audio_folder":
+        from cpcjax.data.corpora import audio_folder
+
+        kwargs = {} if speaker_pattern is None else {"speaker_pattern": speaker_pattern}
+        return audio_folder.AudioFolder(data_dir=root,
+                                        config=audio_folder.folder_config(name, **kwargs))
+    if corpus == "librispeech_tfds":
+        import tensorflow_datasets as tfds
+
+        return tfds.builder("librispeech", data_dir=root)
+    raise ValueError(f"unknown corpus {corpus!r}")
+
+
+def _pretrain_builder(config):
+    name = config.pretrain.corpus
+    if name.startswith("audio_folder:"):
+        return "audio_folder", {"name": name.split(":", 1)[1]}
+    if name == "librispeech":
+        return name, {"subsets": tuple(config.pretrain.librispeech_subsets)}
+    return name, {}
+
+
+def _not_prepared(corpus: str, root: str, **fmt) -> CorpusNotPrepared:
+    hint = PREPARE_HINT[corpus].format(data_dir=root, **{
+        k: ",".join(v) if isinstance(v, tuple) else v for k, v in fmt.items()})
+    return CorpusNotPrepared(
+        f"corpus {corpus!r} is not prepared in {root}: prepare it once from your own "
+        f"copy with `{hint}` (add --data_dir={root} if that is not the default), or run "
+        f"a config with :synthetic")
+
+
+def _prepared(corpus: str, root: str, **options):
+    builder = builder_for(corpus, root, **options)
+    if not builder.is_prepared():
+        raise _not_prepared(corpus, root, **options)
+    return builder
+
+
 def check_prepared(config) -> None:
     """Fails in one line, before any work, if a corpus the run needs is missing."""
-    needed = [config.corpus]
+    root = data_dir(config)
+    if config.corpus != "synthetic":
+        _prepared(config.corpus, root)
     if config.method == "pre_cpc" and config.pretrain.corpus != "synthetic_unlabeled":
-        needed.append(config.pretrain.corpus)
-    for name in needed:
-        if name in PREPARE_HINT:
-            raise _not_prepared(name, data_dir(config))
+        corpus, options = _pretrain_builder(config)
+        _prepared(corpus, root, **options)
 
 
 def _synthetic(config, part: str):
@@ -59,20 +128,69 @@ def _synthetic(config, part: str):
         data_dir(config))
 
 
+class ConcatSource:
+    """Random access over several sources, one after the other."""
+
+    def __init__(self, sources):
+        self.sources = list(sources)
+        self.starts = np.cumsum([0] + [len(s) for s in self.sources])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i: int):
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.sources[k][i - int(self.starts[k])]
+
+
+class RenamedSource:
+    """A source whose examples carry their fields under other names."""
+
+    def __init__(self, source, names: dict[str, str]):
+        self.source, self.names = source, names
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        ex = self.source[i]
+        return {self.names.get(k, k): v for k, v in ex.items()}
+
+
 def emotion_corpus(config) -> pipeline.Utterances:
-    """The labeled corpus of `config.corpus`, indexed."""
-    if config.corpus != "synthetic":
-        raise _not_prepared(config.corpus, data_dir(config))
-    builder = _synthetic(config, "emotion")
-    return pipeline.index_source(builder.as_data_source("train"), labeled=True,
-                                 desc="emotion corpus")
+    """The labeled corpus of `config.corpus`, indexed.
+
+    MSP-Podcast's official partitions are concatenated; `partitions` says
+    which one each utterance belongs to.
+    """
+    root = data_dir(config)
+    if config.corpus == "synthetic":
+        source = _synthetic(config, "emotion").as_data_source("train")
+        return pipeline.index_source(source, labeled=True, desc="emotion corpus")
+    builder = _prepared(config.corpus, root)
+    if config.corpus == "iemocap":
+        return pipeline.index_source(builder.as_data_source("train"), labeled=True,
+                                     desc="iemocap")
+    splits = [s for s in MSP_PARTITIONS if s in builder.info.splits]
+    sources = [builder.as_data_source(s) for s in splits]
+    partitions = np.concatenate([[s] * len(src) for s, src in zip(splits, sources)])
+    return pipeline.index_source(ConcatSource(sources), labeled=True, desc="msp_podcast",
+                                 partitions=partitions)
 
 
 def unlabeled_corpus(config) -> pipeline.Utterances:
     """The pretraining corpus of preCPC (`config.pretrain.corpus`), indexed."""
-    name = config.pretrain.corpus
-    if name != "synthetic_unlabeled":
-        raise _not_prepared(name, data_dir(config))
-    builder = _synthetic(config, "unlabeled")
-    return pipeline.index_source(builder.as_data_source("train"), labeled=False,
-                                 desc="unlabeled corpus")
+    if config.pretrain.corpus == "synthetic_unlabeled":
+        source = _synthetic(config, "unlabeled").as_data_source("train")
+        return pipeline.index_source(source, labeled=False, desc="unlabeled corpus")
+    corpus, options = _pretrain_builder(config)
+    builder = _prepared(corpus, data_dir(config), **options)
+    if corpus == "librispeech_tfds":
+        subsets = config.pretrain.librispeech_subsets
+        source = ConcatSource(
+            RenamedSource(builder.as_data_source(STOCK_LIBRISPEECH_SPLITS[s]),
+                          {"speech": "audio", "speaker_id": "speaker"})
+            for s in subsets)
+    else:
+        source = builder.as_data_source("train")
+    return pipeline.index_source(source, labeled=False, desc=config.pretrain.corpus)

@@ -57,12 +57,12 @@ class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
         """The manual dir, checked to exist and hold `must_contain` (relative paths)."""
         try:
             root = dl_manager.manual_dir
-        except AssertionError:  # TFDS asserts when no manual dir was given
-            root = None
+        except AssertionError:  # TFDS asserts when the dir is missing or empty
+            root = getattr(dl_manager, "_manual_dir", None)
         root = os.fspath(root) if root else ""
         if not root or not os.path.isdir(root):
             raise LayoutError(f"{self.name}: manual dir {root or '(none given)'} does not "
-                              f"exist; pass --manual_dir=DIR laid out as:\n"
+                              f"exist or is empty; pass --manual_dir=DIR laid out as:\n"
                               f"{self.EXPECTED_LAYOUT}")
         missing = [p for p in must_contain if not os.path.exists(os.path.join(root, p))]
         if missing:
