@@ -94,3 +94,18 @@ def test_leave_one_session_out_never_shares_sessions(labeled_utts):
         assert fold not in set(labeled_utts.sessions[split["dev"]])
         everything = np.concatenate(list(split.values()))
         assert sorted(everything) == list(range(len(labeled_utts)))
+
+
+def test_stock_librispeech_fields_are_renamed_and_splits_concatenated():
+    from cpcjax.data import sources
+
+    stock = [{"speech": np.arange(n, dtype=np.int64), "speaker_id": 19, "id": f"19-198-{n}"}
+             for n in (3, 5)]
+    other = [{"speech": np.zeros(7, np.int64), "speaker_id": 26, "id": "26-495-0"}]
+    source = sources.ConcatSource([
+        sources.RenamedSource(stock, {"speech": "audio", "speaker_id": "speaker"}),
+        sources.RenamedSource(other, {"speech": "audio", "speaker_id": "speaker"})])
+    utts = pipeline.index_source(source, labeled=False, desc="test")
+    assert list(utts.lengths) == [3, 5, 7]
+    assert list(utts.speakers) == ["19", "19", "26"]
+    np.testing.assert_array_equal(utts.audio(1), np.arange(5) / 32768.0)
