@@ -49,3 +49,28 @@ def test_a_wrong_manual_dir_shows_the_expected_layout(tmp_path):
     assert proc.returncode == 2
     assert "error: " in proc.stderr and "Session" in proc.stderr
     assert "sentences/wav" in proc.stderr
+
+
+def test_msp_podcast_prepared_then_sup_runs_on_the_official_partitions(tmp_path):
+    from test_msp_podcast import V18_ROWS, _release
+
+    release = _release(tmp_path / "MSP-PODCAST-Publish-1.8", V18_ROWS, "Audios", "Labels",
+                       "labels_concensus.csv", skip_wavs={"MSP-PODCAST_0001_0020"})
+    data_dir = tmp_path / "data"
+    proc = prepare("msp_podcast", release, data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "msp_podcast: prepared" in proc.stdout
+
+    config = ",".join(["configs/sup.py:msp_podcast", *TINY_RUN])
+    run = run_main(config, tmp_path / "run", str(data_dir))
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    row, = report["rows"]
+    assert report["protocol"].startswith("official partitions")
+    assert row["folds"] == ["test1"]
+    assert row["num_test_utterances"] == 2  # the Test1 rows
+    result = json.loads(
+        (tmp_path / "run" / "finetune" / "foldtest1" / "seed0" / "result.json").read_text())
+    assert sorted(result["test"]["names"]) == ["MSP-PODCAST_0001_0011",
+                                               "MSP-PODCAST_0001_0013"]
+    assert len(result["dev"]["names"]) == 2  # Validation, read as Development

@@ -37,13 +37,18 @@ def folds(utts, corpus: str, only: tuple = (), dev_fraction: float = 0.1,
 
     IEMOCAP and the synthetic corpus: leave-one-session-out, folds named by
     their test session (`only` picks some). MSP-Podcast: its official
-    partitions, one fold "test1" (Train / Development / Test1).
+    partitions, one fold named by its test set: Train / Development / Test1
+    (Test2 where a release has no Test1).
     """
     if corpus == "msp_podcast":
         parts = utts.partitions
-        return {"test1": {"train": np.flatnonzero(parts == "train"),
-                          "dev": np.flatnonzero(parts == "development"),
-                          "test": np.flatnonzero(parts == "test1")}}
+        test = next((p for p in ("test1", "test2") if np.any(parts == p)), None)
+        if test is None or not np.any(parts == "train"):
+            raise ValueError("msp_podcast: the prepared release has no Train and Test1 "
+                             "(or Test2) partitions with usable audio")
+        return {test: {"train": np.flatnonzero(parts == "train"),
+                       "dev": np.flatnonzero(parts == "development"),
+                       "test": np.flatnonzero(parts == test)}}
     names = [int(f) for f in only] or session_folds(utts.sessions)
     return {f: leave_one_session_out(utts.sessions, f, dev_fraction, seed) for f in names}
 
