@@ -51,10 +51,19 @@ class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
 
     @property
     def report_path(self) -> str:
-        return os.path.join(self._data_dir_root, f"prepare_report_{self.name}.tsv")
+        """`prepare_report_<name>[_<config>].tsv`: one report per prepared dataset."""
+        config = self.builder_config
+        suffix = "" if config is None or config.name in ("default", self.name) else (
+            "_" + config.name.replace("/", "_"))
+        return os.path.join(self._data_dir_root, f"prepare_report_{self.name}{suffix}.tsv")
 
     def manual_root(self, dl_manager, must_contain: Iterable[str] = ()) -> str:
-        """The manual dir, checked to exist and hold `must_contain` (relative paths)."""
+        """The manual dir, checked to exist and hold `must_contain` (relative paths).
+
+        Called first by every `_split_generators`, so it also starts the
+        preparation with an empty report (a builder may prepare twice).
+        """
+        self.problems, self.kept = audio.Problems(), 0
         try:
             root = dl_manager.manual_dir
         except AssertionError:  # TFDS asserts when the dir is missing or empty
