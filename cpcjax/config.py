@@ -85,8 +85,12 @@ def base_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
     f.buckets = (2.0, 4.0, 8.0, 16.0)  # [ours] seconds; longer utterances are cropped
     f.dev_fraction = 0.1  # [ours] IEMOCAP dev split: 10% of training utterances
     f.eval_batch_size = 32
+    f.eval_every = 500  # [ours] dev CCC; the best dev avg CCC picks the model
+    f.patience = 0  # [ours] evaluations without a new best before stopping; 0 = never
     f.input = "context"  # [ours] recognizer reads c_t; "context" only for now
 
+    if corpus == "msp_podcast":
+        f.patience = 6  # [ours] early stopping on Development
     if corpus == "synthetic":
         _size_for_cpu(c)
     return c
@@ -125,6 +129,7 @@ def _size_for_cpu(c: ml_collections.ConfigDict) -> None:
     c.finetune.log_every = 10
     c.finetune.buckets = (1.0, 1.5)
     c.finetune.eval_batch_size = 32
+    c.finetune.eval_every = 25
 
 
 def apply_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
@@ -211,6 +216,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"must be divisible by model.attention_heads={c.model.attention_heads}")
     need(0 <= c.finetune.alpha + c.finetune.beta <= 1, "finetune.alpha",
          "alpha + beta must lie in [0, 1]")
+    need(isinstance(c.finetune.eval_every, int) and c.finetune.eval_every >= 1,
+         "finetune.eval_every", "must be an int >= 1")
+    need(isinstance(c.finetune.patience, int) and c.finetune.patience >= 0,
+         "finetune.patience", "must be an int >= 0")
     need(0 < c.finetune.dev_fraction < 0.5, "finetune.dev_fraction", "must be in (0, 0.5)")
     need(len(c.finetune.buckets) >= 1 and list(c.finetune.buckets) == sorted(c.finetune.buckets),
          "finetune.buckets", "must be increasing lengths in seconds")

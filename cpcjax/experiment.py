@@ -169,15 +169,30 @@ def finetune_run(config, programs: Programs, mesh, emo: pipeline.Utterances,
         params = checkpoint.restore_params(cpc_checkpoint, state.params, state_lib.CPC_KEYS)
         # Adam's moments are zeros of the params' shapes: no need to re-init.
         state = state.replace(params=params)
+    dev = emo.subset(split["dev"])
+
+    def dev_ccc(st) -> dict[str, float]:
+        preds = evaluate.predict_split(programs.predict, st.params, dev, buckets,
+                                       f.eval_batch_size, mesh, label_mean, label_std)
+        return evaluate.corpus_ccc(preds, dev.labels)
+
+    selection = None
+    if len(dev):
+        selection = loop.Selection(evaluate=dev_ccc, every=f.eval_every, key="avg",
+                                   patience=f.patience)
     state = loop.train(name=name, workdir=workdir, state=state,
                        step_fn=programs.emotion_step, batches=batches.batch, mesh=mesh,
                        num_steps=f.num_steps, checkpoint_every=f.checkpoint_every,
-                       log_every=f.log_every, rng=jax.random.key(seed + 10_000))
+                       log_every=f.log_every, rng=jax.random.key(seed + 10_000),
+                       selection=selection)
+    # Model selection sees the dev split only; the test split is read once, here.
+    params = loop.restore_best_params(workdir, state.params) or state.params
     result = {"fold": fold, "seed": seed_index,
+              "selected_step": loop.read_best(workdir)["step"] or f.num_steps,
               "label_mean": label_mean.tolist(), "label_std": label_std.tolist()}
     for split_name in ("dev", "test"):
         utts = emo.subset(split[split_name])
-        preds = evaluate.predict_split(programs.predict, state.params, utts, buckets,
+        preds = evaluate.predict_split(programs.predict, params, utts, buckets,
                                        f.eval_batch_size, mesh, label_mean, label_std)
         result[split_name] = {"ccc": evaluate.corpus_ccc(preds, utts.labels),
                               "names": utts.names.tolist(), "preds": preds.tolist(),

@@ -140,3 +140,36 @@ def test_finetuning_starts_from_the_cpc_encoder(tmp_path, unlabeled_utts, labele
     assert any(moved) != freeze
     assert result["test"]["ccc"].keys() == {"act", "val", "dom", "avg"}
     assert len(result["test"]["preds"]) == len(split["test"])
+
+
+def test_selection_keeps_the_best_dev_params_and_stops_early(tmp_path, unlabeled_utts):
+    c = tiny_config()
+    c.pretrain.num_steps = 6
+    scripted = {1: 0.1, 2: 0.5, 3: 0.3, 4: 0.2, 5: 0.9, 6: 0.9}
+    selection = loop.Selection(evaluate=lambda st: {"avg": scripted[int(st.step)]},
+                               every=1, key="avg", patience=2)
+    mesh = sharding.make_mesh()
+    prog = experiment.Programs.build(c, mesh)
+    batches = pipeline.CropBatches(unlabeled_utts, c.pretrain.window, 8, c.seed, slice(0, 8))
+
+    def run(workdir, num_steps, selection=None):
+        state = state_lib.create_state(prog.cpc, prog.cpc_tx, jax.random.key(0),
+                                       batches.batch(0), mesh)
+        return loop.train(name="test", workdir=str(workdir), state=state,
+                          step_fn=prog.cpc_step, batches=batches.batch, mesh=mesh,
+                          num_steps=num_steps, checkpoint_every=3, log_every=1,
+                          rng=jax.random.key(1), selection=selection)
+
+    stopped = run(tmp_path / "selected", 6, selection)
+    assert int(stopped.step) == 4  # no new best at steps 3 and 4: patience 2
+    assert loop.read_best(str(tmp_path / "selected")) == {"step": 2, "value": 0.5,
+                                                          "stopped_at": 4}
+    at_step_2 = run(tmp_path / "two_steps", 2)
+    best = loop.restore_best_params(str(tmp_path / "selected"), stopped.params)
+    for a, b in zip(jax.tree.leaves(at_step_2.params), jax.tree.leaves(best)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    dev_rows = [r for r in _lines(tmp_path / "selected" / "metrics.jsonl") if "dev_avg" in r]
+    assert [r["dev_avg"] for r in dev_rows] == [0.1, 0.5, 0.3, 0.2]
+    # A rerun finds the stage finished: nothing is trained again.
+    again = run(tmp_path / "selected", 6, selection)
+    assert int(again.step) == 4

@@ -9,6 +9,7 @@ every step), a NaN guard, Orbax checkpoints and resume.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import math
 import os
@@ -23,6 +24,48 @@ from clu import metric_writers
 from cpcjax.train import checkpoint, sharding
 
 METRICS_FILE = "metrics.jsonl"
+BEST_FILE = "best.json"
+BEST_DIR = "best"
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Model selection on a held-out split while training.
+
+    Attributes:
+      evaluate: state -> scores (e.g. dev CCC per dimension); host-side.
+      every: evaluate every this many steps (and at the last step).
+      key: the score to maximise; the params of its best evaluation are kept
+        in `best/` and `best.json` records its step and value.
+      patience: stop after this many evaluations without a new best (early
+        stopping); 0 trains to the last step.
+    """
+
+    evaluate: Callable[[Any], dict[str, float]]
+    every: int
+    key: str
+    patience: int = 0
+
+
+def read_best(workdir: str) -> dict:
+    """{"step", "value"[, "stopped_at"]} of the best evaluation so far."""
+    path = os.path.join(workdir, BEST_FILE)
+    if not os.path.exists(path):
+        return {"step": 0, "value": -math.inf}
+    with open(path) as f:
+        return json.load(f)
+
+
+def restore_best_params(workdir: str, params_like):
+    """The params kept by `Selection`, or None when nothing was selected."""
+    best = read_best(workdir)
+    if not best["step"]:
+        return None
+    ckpts = checkpoint.Checkpoints(os.path.join(workdir, BEST_DIR), keep=1)
+    try:
+        return ckpts.restore(best["step"], params_like)
+    finally:
+        ckpts.close()
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,6 +94,7 @@ def train(
     checkpoint_every: int,
     log_every: int,
     rng: jax.Array,
+    selection: Selection | None = None,
     prefetch: int = 2,
 ) -> Any:
     """Runs `step_fn` from the last checkpoint in `workdir` up to `num_steps`.
@@ -69,10 +113,12 @@ def train(
       checkpoint_every: save every this many steps (and at the end).
       log_every: fetch metrics, check them and write them every this many steps.
       rng: the stage's base key.
+      selection: evaluate while training and keep the best params (and stop
+        early when it says so).
       prefetch: batches prepared ahead on a host thread.
 
     Returns:
-      The state after `num_steps` steps.
+      The state after `num_steps` steps (or where early stopping ended it).
 
     Raises:
       TrainingDiverged: a metric became NaN/inf; nothing after the last good
@@ -87,7 +133,8 @@ def train(
     is_main = jax.process_index() == 0
     if is_main:
         _trim_metrics(metrics_path, start)
-    if start >= num_steps:
+    best = read_best(workdir)
+    if start >= min(num_steps, best.get("stopped_at", num_steps)):
         ckpts.close()
         return state
 
@@ -124,6 +171,34 @@ def train(
         writer.write_scalars(rows[-1]["step"], {f"{name}/{k}": v for k, v in means.items()})
         bar.set_postfix({k: f"{v:.4f}" for k, v in means.items() if k == "loss"})
 
+    def write_row(row: dict) -> None:
+        if is_main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def select(done: int) -> bool:
+        """Evaluates, keeps a new best, and says whether to stop early."""
+        nonlocal best
+        scores = selection.evaluate(state)
+        write_row({"step": done, **{f"dev_{k}": float(v) for k, v in scores.items()}})
+        writer.write_scalars(done, {f"{name}/dev_{k}": v for k, v in scores.items()})
+        if scores[selection.key] > best["value"]:
+            best_ckpts.save(done, state.params)
+            best_ckpts.wait()
+            best = {"step": done, "value": float(scores[selection.key])}
+        elif selection.patience and done - best["step"] >= selection.patience * selection.every:
+            best = {**best, "stopped_at": done}
+            bar.write(f"{name}: dev {selection.key} has not improved for "
+                      f"{selection.patience} evaluations; stopping at step {done}, "
+                      f"keeping step {best['step']} ({best['value']:.4f})")
+        if is_main:
+            with open(os.path.join(workdir, BEST_FILE), "w") as f:
+                json.dump(best, f)
+        return "stopped_at" in best
+
+    best_ckpts = (checkpoint.Checkpoints(os.path.join(workdir, BEST_DIR), keep=1)
+                  if selection else None)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         ahead = {s: pool.submit(batches, s)
                  for s in range(start, min(start + prefetch, num_steps))}
@@ -136,16 +211,24 @@ def train(
                 done = step + 1
                 pending.append((done, metrics))
                 bar.update(1)
-                if done % log_every == 0 or done % checkpoint_every == 0 or done == num_steps:
+                last = done == num_steps
+                if done % log_every == 0 or done % checkpoint_every == 0 or last:
                     flush()
-                if done % checkpoint_every == 0 or done == num_steps:
+                if selection and (done % selection.every == 0 or last):
+                    flush()
+                    last = select(done) or last
+                if done % checkpoint_every == 0 or last:
                     ckpts.save(done, state)
                     last_saved = done
+                if last:
+                    break
         finally:
             for f in ahead.values():
                 f.cancel()
             bar.close()
             ckpts.wait()
             ckpts.close()
+            if best_ckpts:
+                best_ckpts.close()
             writer.flush()
     return state
