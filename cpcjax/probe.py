@@ -1,0 +1,157 @@
+"""Utterance-level CPC representations and a linear probe of the emotion labels.
+
+The paper shows that CPC, trained without labels, already arranges utterances
+by emotion (its t-SNE figure). Here that representation is the mean of the
+context vectors c_t over an utterance's valid frames, and a ridge regression
+from it to activation / valence / dominance puts a number on what the figure
+shows: how much of each dimension is linearly readable from unsupervised
+features.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.linear_model import Ridge
+from sklearn.preprocessing import StandardScaler
+
+from cpcjax import evaluate
+from cpcjax.data import pipeline
+from cpcjax.train import checkpoint, sharding, state as state_lib
+
+# Fine-tuning checkpoints hold these too, so a probe can read a fine-tuned
+# encoder as well as a pretrained one.
+ENCODER_KEYS = state_lib.CPC_KEYS
+DEFAULT_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _embed_fn(model, mesh):
+    """The jitted mean-of-c_t program; cached so each bucket shape compiles once."""
+
+    def embed(params, wav, lengths):
+        _, c, frame_lens = model.apply({"params": params}, wav, lengths,
+                                       method="encode")  # c: [B, T, H]
+        # c is zero past frame_lens, so a plain sum is the sum over valid frames;
+        # padding rows (length 0) divide by 1 and come out as zeros.
+        total = jnp.sum(c.astype(jnp.float32), axis=1)  # [B, H]
+        return total / jnp.maximum(frame_lens, 1)[:, None].astype(jnp.float32)
+
+    return jax.jit(embed, out_shardings=sharding.replicated(mesh))
+
+
+def utterance_embeddings(cpc_params: dict, config, utts: pipeline.Utterances, mesh,
+                         batch_size: int = 32) -> np.ndarray:
+    """Mean context vector of every utterance, each encoded whole.
+
+    Utterances go through the model in the padded, length-bucketed batches of
+    evaluation (`config.finetune.buckets`, doubled until the longest fits);
+    the encoder and GRU mask padding, so a row does not depend on the batch it
+    was in.
+
+    Args:
+      cpc_params: params holding "encoder" and "context" (a CPC's, or an
+        EmotionModel's); other entries are ignored.
+      config: the experiment config the params were trained with (model sizes).
+      utts: the utterances to embed.
+      mesh: device mesh; batches are split over its data axis.
+      batch_size: global utterances per call; a multiple of the device count.
+
+    Returns:
+      [N, context_hidden] float32, row i for utterance i of `utts`.
+    """
+    sharding.check_batch_size(batch_size, "batch_size (utterance_embeddings)")
+    params = jax.device_put({k: cpc_params[k] for k in ENCODER_KEYS},
+                            sharding.replicated(mesh))
+    embed = _embed_fn(state_lib.cpc_model(config), mesh)
+    out = np.zeros((len(utts), config.model.context_hidden), np.float32)
+    buckets = pipeline.bucket_lengths(config.finetune.buckets)
+    rows = sharding.process_rows(batch_size)
+    for ids, local in pipeline.eval_batches(utts, buckets, batch_size, rows):
+        batch = sharding.to_global(
+            {"wav": local["wav"], "lengths": local["lengths"]}, mesh)
+        emb = np.asarray(embed(params, batch["wav"], batch["lengths"]))  # [B, H]
+        keep = ids >= 0
+        out[ids[keep]] = emb[keep]
+    return out
+
+
+def load_cpc_params(checkpoint_dir: str, config, mesh=None) -> dict:
+    """The encoder and context params of the latest checkpoint in `checkpoint_dir`.
+
+    Reads only params["encoder"] and params["context"] (a partial restore), so
+    a pretraining or a fine-tuning checkpoint both work.
+
+    Args:
+      checkpoint_dir: a stage's `checkpoints/` directory.
+      config: the config of the run that wrote it (model sizes).
+      mesh: device mesh the params are replicated over; all devices if None.
+
+    Returns:
+      {"encoder": ..., "context": ...} as replicated `jax.Array`s.
+    """
+    mesh = sharding.make_mesh() if mesh is None else mesh
+    model = state_lib.cpc_model(config)
+    wav = jax.ShapeDtypeStruct((1, pipeline.FRAME_HOP * 32), jnp.float32)
+    lengths = jax.ShapeDtypeStruct((1,), jnp.int32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), wav, lengths)["params"]
+    rep = sharding.replicated(mesh)
+    like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+                        {k: shapes[k] for k in ENCODER_KEYS})
+    return checkpoint.restore_params(checkpoint_dir, like, ENCODER_KEYS)
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 test_y: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS,
+                 holdout: float = 0.1, seed: int = 0) -> dict:
+    """Ridge regression of activation / valence / dominance from fixed features.
+
+    Features are standardised with the training set's mean and std. The ridge
+    penalty is chosen per dimension by CCC (the paper's metric, not the MSE
+    that RidgeCV would use) on a random `holdout` fraction of the training
+    set, then the model is refit on the whole training set with those
+    penalties. The test set is never looked at before the final prediction.
+
+    Args:
+      train_x: [N, H] training features.
+      train_y: [N, 3] training labels (activation, valence, dominance).
+      test_x: [M, H] test features.
+      test_y: [M, 3] test labels.
+      alphas: candidate ridge penalties.
+      holdout: fraction of the training set used to choose the penalties.
+      seed: seed of the holdout split.
+
+    Returns:
+      {"act", "val", "dom", "avg"}: test CCC; "preds": [M, 3] test predictions;
+      "alphas": {"act", "val", "dom"} the chosen penalties.
+    """
+    train_x, test_x = np.asarray(train_x, np.float64), np.asarray(test_x, np.float64)
+    train_y, test_y = np.asarray(train_y, np.float64), np.asarray(test_y, np.float64)
+    if len(train_x) < 10:
+        raise ValueError(f"linear_probe: {len(train_x)} training rows are too few to "
+                         "hold some out for choosing the ridge penalty")
+    order = np.random.default_rng(seed).permutation(len(train_x))
+    n_held = max(2, int(round(holdout * len(train_x))))
+    held, fit = order[:n_held], order[n_held:]
+
+    scaler = StandardScaler().fit(train_x[fit])
+    fit_x, held_x = scaler.transform(train_x[fit]), scaler.transform(train_x[held])
+    scores = []  # [num_alphas, 3] holdout CCC
+    for a in alphas:
+        ridge = Ridge(alpha=a).fit(fit_x, train_y[fit])
+        ccc = evaluate.corpus_ccc(ridge.predict(held_x), train_y[held])
+        scores.append([ccc[d] for d in evaluate.DIMENSIONS])
+    best = np.asarray(alphas, np.float64)[np.argmax(np.asarray(scores), axis=0)]  # [3]
+
+    scaler = StandardScaler().fit(train_x)
+    # Ridge takes one penalty per target column.
+    model = Ridge(alpha=best).fit(scaler.transform(train_x), train_y)
+    preds = model.predict(scaler.transform(test_x)).astype(np.float32)  # [M, 3]
+    out = evaluate.corpus_ccc(preds, test_y)
+    out["preds"] = preds
+    out["alphas"] = {d: float(a) for d, a in zip(evaluate.DIMENSIONS, best)}
+    return out
