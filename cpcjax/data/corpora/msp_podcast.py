@@ -312,8 +312,6 @@ of MspPodcastConfig.
         return super()._create_builder_config(builder_config, version)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        # A second preparation by the same builder must not report twice.
-        self.problems, self.kept = audio.Problems(), 0
         root = self.manual_root(dl_manager)
         config = self.builder_config
         audio_dir = self._find_dir(root, config.audio_dir, AUDIO_DIRS)
