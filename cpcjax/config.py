@@ -89,6 +89,10 @@ def base_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
     f.patience = 0  # [ours] evaluations without a new best before stopping; 0 = never
     f.input = "context"  # [ours] recognizer reads c_t; "context" only for now
 
+    a = c.analysis = ml_collections.ConfigDict()
+    a.probe = True  # linear probe of the frozen CPC features (CPC methods)
+    a.plots = True  # training curves, predicted vs true, t-SNE
+
     if corpus == "msp_podcast":
         f.patience = 6  # [ours] early stopping on Development
     if corpus == "synthetic":

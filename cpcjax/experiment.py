@@ -7,6 +7,8 @@ Workdir layout of one method (see README, "Workdir layout"):
       checkpoints/<step>/ metrics.jsonl events.out.tfevents.*
   finetune/fold<k>/seed<s>/            one supervised run
       checkpoints/<step>/ metrics.jsonl events.out.tfevents.* result.json
+  plots/                               training_curves.png predicted_vs_true.png
+                                       tsne.png (methods with a CPC stage)
   report.json report.md                the table
 
 A stage whose last checkpoint is at its final step, or a run that wrote its
@@ -17,6 +19,7 @@ last checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -26,11 +29,12 @@ import ml_collections
 import numpy as np
 
 from cpcjax import config as config_lib
-from cpcjax import evaluate, report
+from cpcjax import evaluate, plots, probe, report
 from cpcjax.data import pipeline, protocols, sources
 from cpcjax.train import checkpoint, finetune, loop, pretrain, sharding, state as state_lib
 
 RESULT_FILE = "result.json"
+PLOTS_DIR = "plots"
 CONFIG_FILE = "config.json"
 # Fields a rerun in the same workdir may change: they size or extend the run
 # without making its checkpoints and results mean something else.
@@ -225,7 +229,7 @@ def run_method(config, workdir: str, emo: pipeline.Utterances,
     if config.method == "pre_cpc":
         cpc_checkpoint = pretrain_stage(config, prog, mesh, sources.unlabeled_corpus(config),
                                         os.path.join(workdir, "pretrain"), f"{label} pretrain")
-    runs = []
+    runs, cpc_checkpoints = [], {}
     folds = protocols.folds(emo, config.corpus, tuple(config.folds),
                             config.finetune.dev_fraction, config.seed)
     for fold, split in folds.items():
@@ -235,15 +239,70 @@ def run_method(config, workdir: str, emo: pipeline.Utterances,
             cpc_checkpoint = pretrain_stage(
                 config, prog, mesh, own_audio,
                 os.path.join(workdir, "pretrain", f"fold{fold}"), f"{label} pretrain fold{fold}")
+        cpc_checkpoints[fold] = cpc_checkpoint
         for s in range(config.seeds):
             result = finetune_run(
                 config, prog, mesh, emo, split, fold, s,
                 os.path.join(workdir, "finetune", f"fold{fold}", f"seed{s}"),
                 cpc_checkpoint, f"{label} fold{fold} seed{s}")
-            runs.append({"fold": fold, "seed": s,
+            runs.append({"fold": fold, "seed": s, "result": result,
                          "preds": np.asarray(result["test"]["preds"]),
                          "targets": np.asarray(result["test"]["targets"])})
-    return report.method_row(config.method, runs)
+    probe_ccc = None
+    if cpc_checkpoint is not None and config.analysis.probe:
+        try:
+            probe_ccc = cpc_analysis(config, emo, folds, cpc_checkpoints, mesh, workdir, label)
+        except ValueError as e:  # e.g. too few training utterances for a probe
+            log.warning("%s: no linear probe or t-SNE: %s", label, e)
+    if config.analysis.plots and jax.process_index() == 0:
+        plot_dir = os.path.join(workdir, PLOTS_DIR)
+        plots.training_curves(workdir, os.path.join(plot_dir, "training_curves.png"))
+        plots.predicted_vs_true([r["result"] for r in runs if r["seed"] == 0],
+                                os.path.join(plot_dir, "predicted_vs_true.png"),
+                                title=f"{label}, seed 0, test predictions of every fold")
+    return report.method_row(config.method, runs, config_hash(config), probe_ccc)
+
+
+def config_hash(config) -> str:
+    """Names the experiment a row came from: the resolved config less what
+    may change between reruns of one workdir (RESIZABLE)."""
+    flat = _flat(json.loads(config.to_json_best_effort()))
+    kept = {k: v for k, v in flat.items() if k not in RESIZABLE}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cpc_analysis(config, emo: pipeline.Utterances, folds: dict, checkpoints: dict, mesh,
+                 workdir: str, label: str) -> dict:
+    """Linear probe of the frozen CPC features per fold, and their t-SNE.
+
+    No label reaches the CPC features: the probe fits a ridge regression on
+    the utterance means of c_t of each fold's training utterances and
+    predicts its test utterances; the table gets the CCC pooled over folds.
+    """
+    embeddings: dict[str, np.ndarray] = {}  # one pass per distinct checkpoint
+    preds, targets = [], []
+    for fold, split in folds.items():
+        ckpt = checkpoints[fold]
+        if ckpt not in embeddings:
+            params = probe.load_cpc_params(ckpt, config, mesh)
+            embeddings[ckpt] = probe.utterance_embeddings(params, config, emo, mesh,
+                                                          config.finetune.eval_batch_size)
+        x = embeddings[ckpt]
+        train = np.concatenate([split["train"], split["dev"]])
+        fit = probe.linear_probe(x[train], emo.labels[train], x[split["test"]],
+                                 emo.labels[split["test"]], seed=config.seed)
+        preds.append(fit["preds"])
+        targets.append(emo.labels[split["test"]])
+    pooled = evaluate.corpus_ccc(np.concatenate(preds), np.concatenate(targets))
+    log.info("%s: linear probe of CPC features, CCC %s", label,
+             " ".join(f"{k} {v:.3f}" for k, v in pooled.items()))
+    if config.analysis.plots and jax.process_index() == 0:
+        first = checkpoints[next(iter(folds))]
+        plots.tsne(embeddings[first], emo.categories, sources.category_names(config),
+                   emo.labels[:, 0], os.path.join(workdir, PLOTS_DIR, "tsne.png"),
+                   seed=config.seed, title=f"{label}: utterance means of c_t, no labels "
+                                           f"used in training")
+    return pooled
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -1,9 +1,15 @@
-"""The paper's table from per-fold, per-seed predictions: report.json and report.md."""
+"""The paper's table from per-fold, per-seed predictions: report.json and report.md.
+
+`python -m cpcjax.report DIR [DIR ...] [--out=DIR]` merges the reports of
+several workdirs into one table, with the paper's published numbers beside
+ours for IEMOCAP and MSP-Podcast.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -11,20 +17,42 @@ from cpcjax import evaluate
 from cpcjax.config import METHOD_NAMES
 
 COLUMNS = ("avg",) + evaluate.DIMENSIONS
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Li et al. 2021, Tables 1 and 2: (mean, std) of avg, act, val, dom.
+PAPER = {
+    "iemocap": {
+        "Sup": ((.664, .007), (.638, .017), (.718, .004), (.635, .009)),
+        "jointCPC": ((.562, .012), (.549, .032), (.642, .013), (.491, .016)),
+        "miniCPC": ((.660, .005), (.673, .028), (.702, .009), (.606, .019)),
+        "preCPC": ((.731, .003), (.752, .014), (.752, .009), (.691, .009)),
+    },
+    "msp_podcast": {
+        "Sup": ((.458, .005), (.596, .007), (.266, .004), (.501, .013)),
+        "jointCPC": ((.491, .008), (.628, .006), (.280, .006), (.568, .007)),
+        "miniCPC": ((.549, .006), (.688, .009), (.345, .005), (.615, .011)),
+        "preCPC": ((.571, .004), (.706, .006), (.377, .008), (.639, .012)),
+    },
+}
 
 
-def method_row(method: str, runs: list[dict]) -> dict:
+def _mean_std(values) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def method_row(method: str, runs: list[dict], config_hash: str = "",
+               probe: dict | None = None) -> dict:
     """One table row from the runs (fold x seed) of one method.
 
     Args:
       method: method key, e.g. "pre_cpc".
       runs: dicts with "fold", "seed", "preds" [N, 3], "targets" [N, 3].
+      config_hash: identifies the resolved config the runs came from.
+      probe: linear-probe CCCs of the frozen CPC features, if measured.
 
     Returns:
       The row of report.json: per seed the CCC of the predictions pooled over
-      all folds (the table's number), its mean and std over seeds, and the
-      CCC of every fold and seed.
+      all folds (the table's number) and the mean of the per-fold CCCs, their
+      mean and std over seeds, and the CCC of every fold and seed.
     """
     seeds = sorted({r["seed"] for r in runs})
     per_seed = []
@@ -36,11 +64,13 @@ def method_row(method: str, runs: list[dict]) -> dict:
     per_fold = [{"fold": r["fold"], "seed": r["seed"], "num_test": len(r["targets"]),
                  **evaluate.corpus_ccc(r["preds"], r["targets"])}
                 for r in sorted(runs, key=lambda r: (r["fold"], r["seed"]))]
-    ccc = {c: {"mean": float(np.mean([p[c] for p in per_seed])),
-               "std": float(np.std([p[c] for p in per_seed]))} for c in COLUMNS}
-    folds = sorted({r["fold"] for r in runs})
+    ccc = {c: _mean_std([p[c] for p in per_seed]) for c in COLUMNS}
+    fold_mean = {c: _mean_std([np.mean([f[c] for f in per_fold if f["seed"] == s])
+                               for s in seeds]) for c in COLUMNS}
+    folds = sorted({r["fold"] for r in runs}, key=str)
     return {
-        "method": METHOD_NAMES[method], "key": method, "ccc": ccc,
+        "method": METHOD_NAMES[method], "key": method, "ccc": ccc, "fold_mean": fold_mean,
+        "probe": probe, "config_hash": config_hash,
         "per_seed": per_seed, "per_fold": per_fold,
         "num_test_utterances": int(sum(len(r["targets"]) for r in runs
                                        if r["seed"] == seeds[0])),
@@ -52,27 +82,51 @@ def _cell(stat: dict) -> str:
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
+def _table(rows: list[dict], key: str, paper: dict | None = None) -> list[str]:
+    lines = ["| method | avg | act | val | dom |", "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['method']} | "
+                     + " | ".join(_cell(row[key][c]) for c in COLUMNS) + " |")
+        if paper and row["method"] in paper:
+            lines.append(f"| {row['method']} (paper) | " + " | ".join(
+                f"{m:.3f} ± {sd:.3f}" for m, sd in paper[row["method"]]) + " |")
+    return lines
+
+
 def markdown(report: dict) -> str:
+    rows = report["rows"]
+    paper = PAPER.get(report["corpus"])
     lines = [
         f"# cpcjax results: {report['corpus']}",
         "",
-        f"CCC (mean ± std over seeds; per seed, the CCC of the test predictions "
-        f"pooled over the folds; protocol: {report['protocol']}).",
+        f"CCC, mean ± std over seeds of the CCC of the test predictions pooled over "
+        f"all folds (protocol: {report['protocol']})"
+        + ("; the paper's published numbers below ours." if paper else "."),
         "",
-        "| method | avg | act | val | dom |",
-        "|---|---|---|---|---|",
+        *_table(rows, "ccc", paper),
+        "",
+        "Mean of the per-fold CCCs (mean ± std over seeds):",
+        "",
+        *_table(rows, "fold_mean"),
     ]
-    for row in report["rows"]:
-        lines.append(f"| {row['method']} | " + " | ".join(_cell(row["ccc"][c]) for c in COLUMNS)
-                     + " |")
-    lines += ["", "Per fold (test session), mean over seeds:", "",
+    probed = [r for r in rows if r.get("probe")]
+    if probed:
+        lines += ["", "Linear probe of the frozen CPC features (ridge regression on the "
+                  "utterance mean of c_t; no fine-tuning), CCC pooled over folds:", "",
+                  "| method | avg | act | val | dom |", "|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | " + " | ".join(f"{r['probe'][c]:.3f}" for c in COLUMNS)
+                  + " |" for r in probed]
+    lines += ["", "Per fold, mean over seeds:", "",
               "| method | fold | test utterances | avg | act | val | dom |",
               "|---|---|---|---|---|---|---|"]
-    for row in report["rows"]:
+    for row in rows:
         for fold in row["folds"]:
             cells = [f for f in row["per_fold"] if f["fold"] == fold]
             lines.append(f"| {row['method']} | {fold} | {cells[0]['num_test']} | " + " | ".join(
                 f"{np.mean([c[k] for c in cells]):.3f}" for k in COLUMNS) + " |")
+    lines += ["", "| method | test utterances | seeds | config |", "|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['num_test_utterances']} | {r['seeds']} | "
+              f"{r.get('config_hash', '')} |" for r in rows]
     if report["corpus"] == "synthetic":
         lines += ["", "The synthetic corpus is procedurally generated speech-like audio: "
                   "these numbers show that the pipeline learns, not how well it "
@@ -89,3 +143,48 @@ def write(workdir: str, corpus: str, protocol: str, rows: list[dict]) -> dict:
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(markdown(report))
     return report
+
+
+def merge(workdirs: list[str]) -> dict:
+    """One report from the report.json of several workdirs (same corpus)."""
+    reports = []
+    for d in workdirs:
+        path = os.path.join(d, "report.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} does not exist: run cpcjax.main with "
+                                    f"--workdir={d} first")
+        with open(path) as f:
+            reports.append(json.load(f))
+    corpora = {r["corpus"] for r in reports}
+    if len(corpora) != 1:
+        raise ValueError(f"the workdirs hold different corpora ({', '.join(sorted(corpora))}); "
+                         f"merge one corpus at a time")
+    return {"schema_version": SCHEMA_VERSION, "corpus": corpora.pop(),
+            "protocol": reports[0]["protocol"],
+            "rows": [row for r in reports for row in r["rows"]]}
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv if not a.startswith("--out=")]
+    out = next((a.split("=", 1)[1] for a in argv if a.startswith("--out=")), None)
+    if not args:
+        print("usage: python -m cpcjax.report DIR [DIR ...] [--out=DIR]", file=sys.stderr)
+        return 2
+    try:
+        merged = merge(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = markdown(merged)
+    print(text)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "report.json"), "w") as f:
+            json.dump(merged, f, indent=2)
+        with open(os.path.join(out, "report.md"), "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -87,6 +87,28 @@ def test_demo_writes_the_four_row_table(tmp_path, data_dir):
     assert not (tmp_path / "sup" / "pretrain").exists()
     joint = (tmp_path / "joint_cpc" / "finetune" / "fold1" / "seed0" / "metrics.jsonl")
     assert "info_nce" in joint.read_text().splitlines()[0]
+    rows = {r["key"]: r for r in report["rows"]}
+    assert rows["sup"]["probe"] is None and rows["joint_cpc"]["probe"] is None
+    for key in ("mini_cpc", "pre_cpc"):
+        assert set(rows[key]["probe"]) == {"avg", "act", "val", "dom"}
+        assert (tmp_path / key / "plots" / "tsne.png").stat().st_size > 0
+    for key in rows:
+        assert len(rows[key]["config_hash"]) == 12
+        assert set(rows[key]["fold_mean"]) == {"avg", "act", "val", "dom"}
+        for plot in ("training_curves.png", "predicted_vs_true.png"):
+            assert (tmp_path / key / "plots" / plot).stat().st_size > 0
+    assert "Linear probe of the frozen CPC features" in table
+
+    # Merging workdirs gives one table; the paper's numbers join real corpora.
+    from cpcjax import report as report_lib
+
+    merged_dir = tmp_path / "merged"
+    assert report_lib.main([str(tmp_path), str(tmp_path), f"--out={merged_dir}"]) == 0
+    merged = json.loads((merged_dir / "report.json").read_text())
+    assert len(merged["rows"]) == 8
+    as_iemocap = report_lib.markdown({**report, "corpus": "iemocap"})
+    assert "| preCPC (paper) | 0.731 ± 0.003 | 0.752 ± 0.014 |" in as_iemocap
+    assert report_lib.main([str(tmp_path / "nowhere")]) == 2
 
 
 def test_an_unprepared_corpus_fails_in_one_clear_line(tmp_path, data_dir):

@@ -194,3 +194,12 @@ def unlabeled_corpus(config) -> pipeline.Utterances:
     else:
         source = builder.as_data_source("train")
     return pipeline.index_source(source, labeled=False, desc=config.pretrain.corpus)
+
+
+def category_names(config) -> list[str]:
+    """Names of the emotion corpus' category codes, in label order."""
+    if config.corpus == "synthetic":
+        builder = _synthetic(config, "emotion")
+    else:
+        builder = _prepared(config.corpus, data_dir(config))
+    return list(builder.info.features["category"].names)
