@@ -190,9 +190,9 @@ def finetune_run(config, programs: Programs, mesh, emo: pipeline.Utterances,
                        log_every=f.log_every, rng=jax.random.key(seed + 10_000),
                        selection=selection)
     # Model selection sees the dev split only; the test split is read once, here.
-    params = loop.restore_best_params(workdir, state.params) or state.params
+    params = checkpoint.restore_best_params(workdir, state.params) or state.params
     result = {"fold": fold, "seed": seed_index,
-              "selected_step": loop.read_best(workdir)["step"] or f.num_steps,
+              "selected_step": checkpoint.read_best(workdir)["step"] or f.num_steps,
               "label_mean": label_mean.tolist(), "label_std": label_std.tolist()}
     for split_name in ("dev", "test"):
         utts = emo.subset(split[split_name])

@@ -162,10 +162,10 @@ def test_selection_keeps_the_best_dev_params_and_stops_early(tmp_path, unlabeled
 
     stopped = run(tmp_path / "selected", 6, selection)
     assert int(stopped.step) == 4  # no new best at steps 3 and 4: patience 2
-    assert loop.read_best(str(tmp_path / "selected")) == {"step": 2, "value": 0.5,
+    assert checkpoint.read_best(str(tmp_path / "selected")) == {"step": 2, "value": 0.5,
                                                           "stopped_at": 4}
     at_step_2 = run(tmp_path / "two_steps", 2)
-    best = loop.restore_best_params(str(tmp_path / "selected"), stopped.params)
+    best = checkpoint.restore_best_params(str(tmp_path / "selected"), stopped.params)
     for a, b in zip(jax.tree.leaves(at_step_2.params), jax.tree.leaves(best)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     dev_rows = [r for r in _lines(tmp_path / "selected" / "metrics.jsonl") if "dev_avg" in r]

@@ -72,7 +72,8 @@ def load(path: str) -> np.ndarray:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     if len(mono) < MIN_SECONDS * SAMPLE_RATE:
         raise BadAudio(path, f"too short ({len(mono) / SAMPLE_RATE:.3f} s)")
-    return np.clip(np.round(mono * 32767.0), -32768, 32767).astype(np.int16)
+    # libsndfile scaled int16 by 1/32768; the inverse makes int16 round-trip exactly.
+    return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
 
 
 class Problems:

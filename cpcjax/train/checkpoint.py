@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 
 import jax
 import orbax.checkpoint as ocp
 
 ITEM = "state"
+BEST_FILE = "best.json"  # {"step", "value"[, "stopped_at"]} of model selection
+BEST_DIR = "best"  # the params of that step
 
 
 def _abstract(tree):
@@ -34,9 +38,16 @@ class Checkpoints:
             **{ITEM: ocp.args.PyTreeSave(state)}))
 
     def restore(self, step: int, like):
-        """Restores the state saved at `step` into the structure/shardings of `like`."""
+        """Restores the state saved at `step` into the structure/shardings of `like`.
+
+        The shardings come from `like`, not from the files, so a checkpoint
+        written on one device count restores on another.
+        """
+        abstract = _abstract(like)
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            **{ITEM: ocp.args.PyTreeRestore(item=_abstract(like))}))
+            **{ITEM: ocp.args.PyTreeRestore(
+                item=abstract,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))}))
         return restored[ITEM]
 
     def wait(self) -> None:
@@ -75,3 +86,29 @@ def restore_params(directory: str, params_like: dict, keys=("encoder", "context"
         partial_restore=True)}))
     manager.close()
     return {**params_like, **restored[ITEM]["params"]}
+
+
+def read_best(workdir: str) -> dict:
+    """{"step", "value"[, "stopped_at"]} of the best dev evaluation of a run so far."""
+    path = os.path.join(workdir, BEST_FILE)
+    if not os.path.exists(path):
+        return {"step": 0, "value": -math.inf}
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_best(workdir: str, best: dict) -> None:
+    with open(os.path.join(workdir, BEST_FILE), "w") as f:
+        json.dump(best, f)
+
+
+def restore_best_params(workdir: str, params_like):
+    """The params model selection kept in `workdir`, or None when it kept none."""
+    best = read_best(workdir)
+    if not best["step"]:
+        return None
+    ckpts = Checkpoints(os.path.join(workdir, BEST_DIR), keep=1)
+    try:
+        return ckpts.restore(best["step"], params_like)
+    finally:
+        ckpts.close()

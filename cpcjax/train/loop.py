@@ -24,9 +24,6 @@ from clu import metric_writers
 from cpcjax.train import checkpoint, sharding
 
 METRICS_FILE = "metrics.jsonl"
-BEST_FILE = "best.json"
-BEST_DIR = "best"
-
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
@@ -45,27 +42,6 @@ class Selection:
     every: int
     key: str
     patience: int = 0
-
-
-def read_best(workdir: str) -> dict:
-    """{"step", "value"[, "stopped_at"]} of the best evaluation so far."""
-    path = os.path.join(workdir, BEST_FILE)
-    if not os.path.exists(path):
-        return {"step": 0, "value": -math.inf}
-    with open(path) as f:
-        return json.load(f)
-
-
-def restore_best_params(workdir: str, params_like):
-    """The params kept by `Selection`, or None when nothing was selected."""
-    best = read_best(workdir)
-    if not best["step"]:
-        return None
-    ckpts = checkpoint.Checkpoints(os.path.join(workdir, BEST_DIR), keep=1)
-    try:
-        return ckpts.restore(best["step"], params_like)
-    finally:
-        ckpts.close()
 
 
 class TrainingDiverged(RuntimeError):
@@ -133,7 +109,7 @@ def train(
     is_main = jax.process_index() == 0
     if is_main:
         _trim_metrics(metrics_path, start)
-    best = read_best(workdir)
+    best = checkpoint.read_best(workdir)
     if start >= min(num_steps, best.get("stopped_at", num_steps)):
         ckpts.close()
         return state
@@ -192,11 +168,10 @@ def train(
                       f"{selection.patience} evaluations; stopping at step {done}, "
                       f"keeping step {best['step']} ({best['value']:.4f})")
         if is_main:
-            with open(os.path.join(workdir, BEST_FILE), "w") as f:
-                json.dump(best, f)
+            checkpoint.write_best(workdir, best)
         return "stopped_at" in best
 
-    best_ckpts = (checkpoint.Checkpoints(os.path.join(workdir, BEST_DIR), keep=1)
+    best_ckpts = (checkpoint.Checkpoints(os.path.join(workdir, checkpoint.BEST_DIR), keep=1)
                   if selection else None)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
