@@ -79,6 +79,19 @@ class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
                               f"layout:\n{self.EXPECTED_LAYOUT}")
         return root
 
+    def release_root(self, root: str) -> str:
+        """Where the release starts inside the manual dir; checks its layout."""
+        return root
+
+    def utterances(self, root: str) -> list:
+        """The items of a single-split corpus, for `_generate_examples`."""
+        raise NotImplementedError
+
+    def _split_generators(self, dl_manager):
+        # One "train" split; corpora with official partitions override this.
+        root = self.release_root(self.manual_root(dl_manager))
+        return {"train": self._generate_examples(self.utterances(root))}
+
     def decoded(self, items: list[T], path_of: Callable[[T], str], desc: str
                 ) -> Iterator[tuple[T, np.ndarray]]:
         """(item, 16 kHz int16 audio) for every item whose audio is usable.

@@ -166,10 +166,6 @@ manual dir; its parent folder works too.
             citation=_CITATION,
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = self.release_root(self.manual_root(dl_manager))
-        return {"train": self._generate_examples(self.utterances(root))}
-
     def release_root(self, root: str) -> str:
         """The folder holding the Session folders: `root` or its IEMOCAP_full_release/.
 

@@ -232,10 +232,6 @@ holding it, as the manual dir.
             citation=_CITATION,
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = self.release_root(self.manual_root(dl_manager))
-        return {"train": self._generate_examples(self.utterances(root))}
-
     def release_root(self, root: str) -> str:
         """The folder holding the subset folders: `root` or its `LibriSpeech/`.
 
