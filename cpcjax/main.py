@@ -26,7 +26,7 @@ def main(argv) -> None:
     from cpcjax import experiment
     from cpcjax.config import ConfigError
     from cpcjax.data.sources import CorpusNotPrepared
-    from cpcjax.train.loop import TrainingDiverged
+    from cpcjax.train import loop
 
     # tf.data and TFDS only read files; the accelerators belong to JAX.
     tf.config.set_visible_devices([], "GPU")
@@ -40,9 +40,13 @@ def main(argv) -> None:
     log.propagate = False
     log.info("process %d/%d, %d devices (%s)", jax.process_index(),
                  jax.process_count(), jax.device_count(), jax.devices()[0].device_kind)
+    loop.stop_on_sigterm()
     try:
-        report = experiment.run(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, CorpusNotPrepared, TrainingDiverged) as e:
+        experiment.run(_CONFIG.value, _WORKDIR.value)
+    except loop.Preempted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(0)
+    except (ConfigError, CorpusNotPrepared, loop.TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if jax.process_index() == 0:

@@ -163,3 +163,35 @@ def test_a_workdir_refuses_another_experiment_but_not_more_steps(tmp_path):
     c.model.channels = 64
     with pytest.raises(config_lib.ConfigError, match=r"another config \(model\.channels differ"):
         experiment.claim_workdir(c, str(tmp_path))
+
+
+def test_sigterm_saves_exits_0_and_the_same_command_resumes(tmp_path, data_dir):
+    import signal
+    import time
+
+    config = f"configs/pre_cpc.py:{TINY},pretrain.num_steps=120,pretrain.checkpoint_every=1000"
+    env = dict(os.environ, CPCJAX_DATA_DIR=data_dir,
+               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    cmd = [sys.executable, "-m", "cpcjax.main", f"--config={config}",
+           f"--workdir={tmp_path / 'run'}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "pretrain" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while (not metrics.exists() or len(metrics.read_text().splitlines()) < 5) \
+            and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "stopped by SIGTERM after step" in stderr
+    saved = sorted(int(p.name) for p in (tmp_path / "run" / "pretrain" / "checkpoints").iterdir()
+                   if p.name.isdigit())
+    assert saved and 5 <= saved[-1] < 120  # saved where it stopped, not at a multiple
+
+    resumed = run_main(config, tmp_path / "run", data_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = run_main(config, tmp_path / "whole", data_dir)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    for stage in ("pretrain", os.path.join("finetune", "fold1", "seed0")):
+        assert (tmp_path / "run" / stage / "metrics.jsonl").read_text() == \
+            (tmp_path / "whole" / stage / "metrics.jsonl").read_text()

@@ -13,7 +13,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable
 
 import jax
@@ -42,6 +44,20 @@ class Selection:
     every: int
     key: str
     patience: int = 0
+
+
+class Preempted(Exception):
+    """SIGTERM arrived: a checkpoint was saved; the same command continues."""
+
+
+# Set by SIGTERM (a TPU maintenance event, a cluster's preemption notice):
+# the loop saves at the end of the step in flight and stops.
+STOP = threading.Event()
+
+
+def stop_on_sigterm() -> None:
+    """Routes SIGTERM to STOP; called once by the entry point."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
 
 
 class TrainingDiverged(RuntimeError):
@@ -99,6 +115,8 @@ def train(
     Raises:
       TrainingDiverged: a metric became NaN/inf; nothing after the last good
         checkpoint is saved.
+      Preempted: SIGTERM arrived (see `stop_on_sigterm`); the step in flight
+        finished and was checkpointed.
     """
     os.makedirs(workdir, exist_ok=True)
     ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"))
@@ -192,9 +210,16 @@ def train(
                 if selection and (done % selection.every == 0 or last):
                     flush()
                     last = select(done) or last
-                if done % checkpoint_every == 0 or last:
+                preempted = STOP.is_set()
+                if preempted and not last:
+                    flush()
+                if done % checkpoint_every == 0 or last or preempted:
                     ckpts.save(done, state)
                     last_saved = done
+                if preempted and not last:
+                    raise Preempted(f"{name}: stopped by SIGTERM after step {done}; "
+                                    f"saved a checkpoint in {ckpts.directory}: rerun the "
+                                    f"same command to continue")
                 if last:
                     break
         finally:
