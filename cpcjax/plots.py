@@ -101,8 +101,8 @@ def training_curves(workdir: str, out_path: str, dpi: int = DPI) -> str:
 
     One panel per (stage kind, metric); each run is a light line in its
     method's colour, each method's mean over its runs a dark one. A fine-tuning
-    run that finished (result.json) adds its dev-split CCC as a marker at its
-    last step on the matching CCC panel.
+    run that finished (result.json) adds the dev-split CCC of its selected
+    params as a marker at the selected step on the matching CCC panel.
 
     Args:
       workdir: a method's workdir, or a demo workdir holding several.
@@ -140,7 +140,8 @@ def training_curves(workdir: str, out_path: str, dpi: int = DPI) -> str:
             by_method[r["method"]].append((steps, values))
             dim = key.removeprefix("ccc_")
             if r["result"] is not None and dim in DIMENSION_NAMES:
-                ax.plot(steps[-1], r["result"]["dev"]["ccc"][dim], "o", ms=5, mec="k",
+                at = r["result"].get("selected_step", steps[-1])
+                ax.plot(at, r["result"]["dev"]["ccc"][dim], "o", ms=5, mec="k",
                         mew=0.6, color=colors[r["method"]], zorder=3)
                 has_dev = True
         for method, series in by_method.items():
@@ -159,7 +160,7 @@ def training_curves(workdir: str, out_path: str, dpi: int = DPI) -> str:
     handles = [Line2D([], [], color=colors[m], lw=1.6, label=m) for m in methods]
     if has_dev:
         handles.append(Line2D([], [], ls="", marker="o", color="0.6", mec="k", mew=0.6,
-                              label="dev CCC at end"))
+                              label="dev CCC, selected step"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles),
                fontsize=9, frameon=False)
     fig.suptitle(f"Training curves: {os.path.basename(os.path.abspath(workdir))} "
