@@ -78,6 +78,18 @@ class Programs:
         )
 
 
+def main_process_first(fn, name: str):
+    """Runs `fn` on process 0, then on the others: one process prepares a
+    corpus or writes a file, the rest read what it made."""
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+
+    result = fn() if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices(name)
+    return result if jax.process_index() == 0 else fn()
+
+
 def _program_key(config) -> str:
     c = config.to_dict()
     c["pretrain"].pop("corpus")
@@ -213,7 +225,7 @@ def run_method(config, workdir: str, emo: pipeline.Utterances,
                programs: dict | None = None) -> dict:
     """All stages of one method on the emotion corpus `emo`; returns its report row."""
     programs = {} if programs is None else programs
-    claim_workdir(config, workdir)
+    main_process_first(lambda: claim_workdir(config, workdir), f"claim {workdir}")
     mesh = sharding.make_mesh()
     for stage in ("pretrain", "finetune"):
         for field in ("batch_size",):
@@ -227,7 +239,9 @@ def run_method(config, workdir: str, emo: pipeline.Utterances,
 
     cpc_checkpoint = None
     if config.method == "pre_cpc":
-        cpc_checkpoint = pretrain_stage(config, prog, mesh, sources.unlabeled_corpus(config),
+        unlabeled = main_process_first(lambda: sources.unlabeled_corpus(config),
+                                       "unlabeled corpus")
+        cpc_checkpoint = pretrain_stage(config, prog, mesh, unlabeled,
                                         os.path.join(workdir, "pretrain"), f"{label} pretrain")
     runs, cpc_checkpoints = [], {}
     folds = protocols.folds(emo, config.corpus, tuple(config.folds),
@@ -316,11 +330,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for c in method_configs:
         config_lib.validate(c)
         sources.check_prepared(c)
-    claim_workdir(config, workdir)
-    emo = sources.emotion_corpus(config)  # every method reads the same corpus
+    main_process_first(lambda: claim_workdir(config, workdir), f"claim {workdir}")
+    # Every method reads the same corpus; one process prepares it if needed.
+    emo = main_process_first(lambda: sources.emotion_corpus(config), "emotion corpus")
     programs: dict = {}
     rows = []
     for c in method_configs:
         method_dir = workdir if "methods" not in config else os.path.join(workdir, c.method)
         rows.append(run_method(c, method_dir, emo, programs))
-    return report.write(workdir, config.corpus, protocols.protocol_name(config.corpus), rows)
+    return report.write(workdir, config.corpus, protocols.protocol_name(config.corpus), rows,
+                        to_disk=jax.process_index() == 0)

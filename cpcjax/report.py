@@ -134,10 +134,13 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(workdir: str, corpus: str, protocol: str, rows: list[dict]) -> dict:
+def write(workdir: str, corpus: str, protocol: str, rows: list[dict],
+          to_disk: bool = True) -> dict:
     """Writes report.json and report.md into `workdir` and returns the report."""
     report = {"schema_version": SCHEMA_VERSION, "corpus": corpus,
               "protocol": protocol, "rows": rows}
+    if not to_disk:
+        return report
     with open(os.path.join(workdir, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     with open(os.path.join(workdir, "report.md"), "w") as f:

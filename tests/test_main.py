@@ -195,3 +195,32 @@ def test_sigterm_saves_exits_0_and_the_same_command_resumes(tmp_path, data_dir):
     for stage in ("pretrain", os.path.join("finetune", "fold1", "seed0")):
         assert (tmp_path / "run" / stage / "metrics.jsonl").read_text() == \
             (tmp_path / "whole" / stage / "metrics.jsonl").read_text()
+
+
+def test_two_processes_of_four_devices_match_one_of_eight(tmp_path, data_dir):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    config = f"configs/pre_cpc.py:{TINY}"
+    one = run_main(config, tmp_path / "one", data_dir, devices=8)
+    assert one.returncode == 0, one.stderr[-3000:]
+    env = dict(os.environ, CPCJAX_DATA_DIR=data_dir, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "cpcjax.main", f"--config={config}",
+         f"--workdir={tmp_path / 'two'}", f"--coordinator_address=localhost:{port}",
+         "--num_processes=2", f"--process_id={i}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "process 0/2, 8 devices" in outs[0][1]
+    for stage in ("pretrain", os.path.join("finetune", "fold1", "seed0")):
+        np.testing.assert_allclose(losses(tmp_path / "two" / stage / "metrics.jsonl"),
+                                   losses(tmp_path / "one" / stage / "metrics.jsonl"),
+                                   rtol=1e-5)
+    assert json.loads((tmp_path / "two" / "report.json").read_text())["rows"][0]["method"] \
+        == "preCPC"
