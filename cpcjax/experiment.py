@@ -7,6 +7,7 @@ Workdir layout of one method (see README, "Workdir layout"):
       checkpoints/<step>/ metrics.jsonl events.out.tfevents.*
   finetune/fold<k>/seed<s>/            one supervised run
       checkpoints/<step>/ metrics.jsonl events.out.tfevents.* result.json
+      best/<step>/ best.json           params of the best dev CCC
   plots/                               training_curves.png predicted_vs_true.png
                                        tsne.png (methods with a CPC stage)
   report.json report.md                the table
@@ -40,7 +41,8 @@ CONFIG_FILE = "config.json"
 # without making its checkpoints and results mean something else.
 RESIZABLE = ("seeds", "folds", "data_dir", "pretrain.num_steps", "pretrain.checkpoint_every",
              "pretrain.log_every", "finetune.num_steps", "finetune.checkpoint_every",
-             "finetune.log_every", "finetune.eval_batch_size")
+             "finetune.log_every", "finetune.eval_batch_size", "analysis.probe",
+             "analysis.plots")
 log = logging.getLogger(__name__)
 
 
@@ -135,7 +137,11 @@ def _done_steps(directory: str) -> int:
     ckpt_dir = os.path.join(directory, "checkpoints")
     if not os.path.isdir(ckpt_dir):
         return 0
-    return checkpoint.Checkpoints(ckpt_dir).latest_step() or 0
+    ckpts = checkpoint.Checkpoints(ckpt_dir)
+    try:
+        return ckpts.latest_step() or 0
+    finally:
+        ckpts.close()
 
 
 def pretrain_stage(config, programs: Programs, mesh, utts: pipeline.Utterances,
@@ -150,7 +156,7 @@ def pretrain_stage(config, programs: Programs, mesh, utts: pipeline.Utterances,
                                    sharding.process_rows(p.batch_size))
     if batches.skipped:
         log.warning("%s: %d utterances shorter than the %d-sample window are not "
-                        "used for pretraining", name, batches.skipped, p.window)
+                    "used for pretraining", name, batches.skipped, p.window)
     example = batches.batch(0)
     state = state_lib.create_state(programs.cpc, programs.cpc_tx,
                                    jax.random.key(config.seed), example, mesh)
@@ -227,10 +233,9 @@ def run_method(config, workdir: str, emo: pipeline.Utterances,
     programs = {} if programs is None else programs
     main_process_first(lambda: claim_workdir(config, workdir), f"claim {workdir}")
     mesh = sharding.make_mesh()
-    for stage in ("pretrain", "finetune"):
-        for field in ("batch_size",):
-            sharding.check_batch_size(config[stage][field], f"{stage}.{field}")
-    sharding.check_batch_size(config.finetune.eval_batch_size, "finetune.eval_batch_size")
+    for field in ("pretrain.batch_size", "finetune.batch_size", "finetune.eval_batch_size"):
+        stage, name = field.split(".")
+        sharding.check_batch_size(config[stage][name], field)
     key = _program_key(config)
     if key not in programs:
         programs[key] = Programs.build(config, mesh)
