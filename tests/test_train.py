@@ -11,27 +11,12 @@ from cpcjax import config as config_lib
 from cpcjax import experiment
 from cpcjax.data import pipeline, protocols
 from cpcjax.train import checkpoint, loop, sharding, state as state_lib
+from test_main import TINY_RUN
 
 
 def tiny_config(method="pre_cpc", **overrides):
-    c = config_lib.method_config(method, "synthetic")
-    c.model.channels = 16
-    c.model.context_hidden = 16
-    c.model.d_model = 16
-    c.model.mlp_hidden = 16
-    c.model.num_negatives = 8
-    c.model.predict_steps = 4
-    c.pretrain.window = 5120
-    c.pretrain.batch_size = 8
-    c.finetune.batch_size = 8
-    c.finetune.eval_batch_size = 8
-    c.finetune.buckets = (1.0,)
+    c = config_lib.method_config(method, ",".join(["synthetic", *TINY_RUN]))
     c.pretrain.num_steps = 6
-    c.pretrain.checkpoint_every = 2
-    c.pretrain.log_every = 1
-    c.finetune.num_steps = 4
-    c.finetune.checkpoint_every = 2
-    c.finetune.log_every = 1
     config_lib.apply_overrides(c, overrides)
     config_lib.validate(c)
     return c
@@ -173,3 +158,53 @@ def test_selection_keeps_the_best_dev_params_and_stops_early(tmp_path, unlabeled
     # A rerun finds the stage finished: nothing is trained again.
     again = run(tmp_path / "selected", 6, selection)
     assert int(again.step) == 4
+
+
+def _tones(num=24, seconds=1.0, seed=0):
+    """Utterances of a few steady tones each: CPC learns to tell them apart fast."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    source = []
+    for i in range(num):
+        f0, f1 = rng.uniform(100, 2000, 2)
+        wav = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.2 * np.sin(2 * np.pi * f1 * t)
+        wav += 0.01 * rng.standard_normal(len(t))
+        source.append({"audio": (wav * 32767).astype(np.int16), "speaker": f"s{i}",
+                       "id": f"u{i}"})
+    return pipeline.index_source(source, labeled=False, desc="tones")
+
+
+def test_bfloat16_computes_in_bf16_keeps_fp32_state_and_tracks_fp32_loss():
+    """50 CPC steps in bfloat16 end within 1% of the float32 loss.
+
+    bfloat16 keeps 8 significant bits (relative rounding 2^-8, about 0.4%) in
+    matmuls and convs while params, Adam moments and the InfoNCE softmax stay
+    float32; the two trajectories drift apart only by that rounding (measured:
+    7.2856 vs 7.2903, 0.06%), while the loss falls by 17% over these steps.
+    1% leaves room for that drift on other CPUs without admitting a broken
+    bf16 path (a wrong cast or an overflow moves the loss by far more).
+    """
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        c = tiny_config(dtype=dtype, **{"pretrain.learning_rate": 2e-3})
+        mesh = sharding.make_mesh()
+        prog = experiment.Programs.build(c, mesh)
+        batches = pipeline.CropBatches(_tones(), c.pretrain.window, 8, 0, slice(0, 8))
+        state = state_lib.create_state(prog.cpc, prog.cpc_tx, jax.random.key(0),
+                                       batches.batch(0), mesh)
+        history = []
+        for step in range(50):
+            state, metrics = prog.cpc_step(state, sharding.to_global(batches.batch(step), mesh),
+                                           jax.random.key(1))
+            history.append(float(metrics["loss"]))
+        assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
+        assert {x.dtype for x in jax.tree.leaves(state.opt_state)
+                if hasattr(x, "dtype") and x.ndim} == {np.dtype("float32")}
+        losses[dtype] = history
+        if dtype == "bfloat16":
+            out = prog.cpc.apply({"params": state.params}, batches.batch(0)["wav"],
+                                 batches.batch(0)["lengths"])
+            assert out["z"].dtype == jax.numpy.bfloat16
+    f32, bf16 = np.mean(losses["float32"][-5:]), np.mean(losses["bfloat16"][-5:])
+    assert f32 < 0.9 * losses["float32"][0]  # it learned, so the comparison means something
+    assert abs(bf16 - f32) / f32 < 0.01
