@@ -1,9 +1,10 @@
 """Benchmarks: one JSON line per case, with the hardware it ran on.
 
   python -m cpcjax.bench                                  # paper-sized model, batch 8
-  python -m cpcjax.bench --batch_size=64 --dtype=bfloat16 --steps=20
+  python -m cpcjax.bench --batch_size=64 --dtypes=bfloat16 --steps=20
 
-Cases: `pretrain` (a CPC step: forward, InfoNCE, backward, Adam), `finetune`
+Each step case runs once per `--dtypes` entry (float32 and bfloat16 by
+default). Cases: `pretrain` (a CPC step: forward, InfoNCE, backward, Adam), `finetune`
 (a recognizer step with CCC loss on padded utterances) and `input` (the CPC
 input pipeline alone, from the prepared synthetic corpus). Each step case
 reports the median step time after warm-up, audio seconds per second, compile
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import sys
 import time
 
 from absl import app, flags
@@ -28,7 +28,8 @@ _BATCH = flags.DEFINE_integer("batch_size", 8, "Global batch of both step cases.
 _WINDOW = flags.DEFINE_integer("window", 20480, "Samples per CPC window.")
 _SECONDS = flags.DEFINE_float("finetune_seconds", 4.0, "Padded utterance length.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per case (after 2 warm-up).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
+                            "Compute dtypes to measure, each a line per step case.")
 _CASES = flags.DEFINE_list("cases", ["pretrain", "finetune", "input"], "Cases to run.")
 
 # Dense bf16 peak FLOP/s per device, for MFU.
@@ -72,32 +73,20 @@ def time_step(step, state, batch, rng, steps: int) -> dict:
                                 if "peak_bytes_in_use" in stats else None)}
 
 
-def main(argv) -> None:
-    del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def _step_cases(config, mesh, rng, consumed: dict) -> None:
+    """The pretrain and finetune step cases of one config (one dtype)."""
     import jax
     import numpy as np
 
-    from cpcjax import config as config_lib
     from cpcjax import experiment
-    from cpcjax.data import pipeline, sources
+    from cpcjax.data import pipeline
     from cpcjax.train import sharding, state as state_lib
 
-    config = config_lib.method_config(_CONFIG.value, _CORPUS.value)
-    config.dtype = _DTYPE.value
-    config.pretrain.batch_size = config.finetune.batch_size = _BATCH.value
-    config.pretrain.window = _WINDOW.value
-    config.model.negatives_group_size = min(config.model.negatives_group_size, _BATCH.value)
-    config_lib.validate(config)
-    mesh = sharding.make_mesh()
-    sharding.check_batch_size(_BATCH.value, "batch_size")
     programs = experiment.Programs.build(config, mesh)
     device = jax.devices()[0]
     common = {"device": device.device_kind, "platform": device.platform,
-              "devices": jax.device_count(), "dtype": _DTYPE.value,
+              "devices": jax.device_count(), "dtype": config.dtype,
               "channels": config.model.channels, "batch": _BATCH.value}
-    rng = np.random.default_rng(0)
-    consumed = {}
 
     def report(case: str, audio_seconds: float, timing: dict, **extra) -> None:
         peak = _peak(device.device_kind)
@@ -107,7 +96,8 @@ def main(argv) -> None:
                 "tflops_per_s": round(flops_s / 1e12, 4),
                 "mfu": round(flops_s / (peak * jax.device_count()), 4) if peak else None,
                 "peak_host_gib": round(_host_peak_gib(), 3)}
-        consumed[case] = line["audio_s_per_s"]
+        # The input pipeline must keep up with the fastest step measured.
+        consumed[case] = max(consumed.get(case, 0.0), line["audio_s_per_s"])
         print(json.dumps(line), flush=True)
 
     if "pretrain" in _CASES.value:
@@ -131,6 +121,34 @@ def main(argv) -> None:
         timing = time_step(programs.emotion_step, state, sharding.to_global(local, mesh),
                            jax.random.key(1), _STEPS.value)
         report("finetune", _BATCH.value * length / 16000, timing, window=length)
+
+
+def main(argv) -> None:
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import jax
+    import numpy as np
+
+    from cpcjax import config as config_lib
+    from cpcjax.data import pipeline, sources
+    from cpcjax.train import sharding
+
+    for dtype in _DTYPES.value:
+        if dtype not in config_lib.DTYPES:
+            raise app.UsageError(f"--dtypes: {dtype!r} is not one of {config_lib.DTYPES}")
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(_BATCH.value, "batch_size")
+    rng = np.random.default_rng(0)
+    consumed = {}
+    for dtype in _DTYPES.value:
+        config = config_lib.method_config(_CONFIG.value, _CORPUS.value)
+        config.dtype = dtype
+        config.pretrain.batch_size = config.finetune.batch_size = _BATCH.value
+        config.pretrain.window = _WINDOW.value
+        config.model.negatives_group_size = min(config.model.negatives_group_size,
+                                                _BATCH.value)
+        config_lib.validate(config)
+        _step_cases(config, mesh, rng, consumed)
     if "input" in _CASES.value:
         synthetic = config_lib.method_config("pre_cpc", "synthetic")
         synthetic.data_dir = config.data_dir
@@ -144,7 +162,9 @@ def main(argv) -> None:
             batches.batch(step)
         per_batch = (time.perf_counter() - t) / n
         delivered = _BATCH.value * _WINDOW.value / 16000 / per_batch
-        line = {"case": "input", **common, "window": _WINDOW.value,
+        device = jax.devices()[0]
+        line = {"case": "input", "device": device.device_kind, "platform": device.platform,
+                "devices": jax.device_count(), "batch": _BATCH.value, "window": _WINDOW.value,
                 "batch_s": per_batch, "audio_s_per_s": round(delivered, 1),
                 "vs_pretrain_step": (round(delivered / consumed["pretrain"], 2)
                                      if "pretrain" in consumed else None),

@@ -1,7 +1,6 @@
 """The training loop: resume, NaN guard, checkpoint handoff, frozen encoder."""
 
 import json
-import os
 
 import jax
 import numpy as np

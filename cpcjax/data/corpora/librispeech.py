@@ -29,7 +29,6 @@ from typing import Iterable
 
 import tensorflow_datasets as tfds
 
-from cpcjax.data import audio
 from cpcjax.data.corpora import base
 
 RELEASE_DIR = "LibriSpeech"
