@@ -39,6 +39,10 @@ def main(argv) -> None:
         sys.exit(2)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow_datasets as tfds
+    from absl import logging as absl_logging
+
+    # TFDS's own INFO lines would bury the progress bar and the summary.
+    absl_logging.set_verbosity(absl_logging.WARNING)
 
     from cpcjax.config import DEFAULT_DATA_DIR
     from cpcjax.data import sources

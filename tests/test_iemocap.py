@@ -218,7 +218,7 @@ def test_report_lists_every_skipped_item_with_reason(prepared):
                        "Ses02M_script01_1_F006.wav")
     empty = cut.replace("F006", "M009")
     assert by_where[cut]["kind"] == "audio" and "truncated" in by_where[cut]["reason"]
-    assert by_where[empty]["kind"] == "audio" and by_where[empty]["reason"]
+    assert by_where[empty]["kind"] == "audio" and by_where[empty]["reason"] == "empty (0 bytes)"
     malformed = by_where[_line_of(release, "Ses01F_impro05_F021")]
     assert malformed["kind"] == "label" and "malformed" in malformed["reason"]
     missing = by_where[_line_of(release, "Ses01M_impro07_F013")]

@@ -170,7 +170,7 @@ def test_report_lists_every_skipped_row_with_its_reason(v18):
     where = {k: f"{labels}:{n}" for k, n in V18_LINE.items()}
     empty = os.path.join(audio_dir, "MSP-PODCAST_0001_0016.wav")
     truncated = os.path.join(audio_dir, "MSP-PODCAST_0001_0019.wav")
-    assert rows[("audio", empty)].startswith("unreadable")
+    assert rows[("audio", empty)] == "empty (0 bytes)"
     assert rows[("audio", truncated)].startswith("truncated")
     assert rows[("label", where["MSP-PODCAST_0001_0020"])] == (
         f"wav missing: {os.path.join(audio_dir, 'MSP-PODCAST_0001_0020.wav')}")

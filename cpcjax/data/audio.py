@@ -47,10 +47,14 @@ def load(path: str) -> np.ndarray:
       BadAudio: unreadable, truncated, empty, too short, silent or clipped.
     """
     try:
+        if os.path.getsize(path) == 0:
+            raise BadAudio(path, "empty (0 bytes)")
         info = sf.info(path)
         wav, rate = sf.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as e:
-        raise BadAudio(path, f"unreadable ({str(e).splitlines()[0][:120]})") from None
+        # libsndfile says "Error opening '<path>': <why>"; the path is already ours.
+        why = str(e).splitlines()[0].rsplit("': ", 1)[-1]
+        raise BadAudio(path, f"unreadable ({why[:160]})") from None
     # libsndfile shortens a cut wav to the data present and says so only here.
     cut = re.search(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "")
     if cut:
