@@ -54,8 +54,8 @@ from cpcjax import evaluate
 from cpcjax.data import audio, pipeline
 from cpcjax.train import checkpoint, finetune, sharding, state as state_lib
 
-# cpcjax.experiment's names for them; importing it (or cpcjax.train.loop) pulls
-# in TensorFlow through clu, so loop is imported only when a run is restored.
+# cpcjax.experiment's names for them; importing it would pull in TensorFlow
+# (through clu) and slow every prediction's start.
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
 MAX_SECONDS = 16.0
