@@ -11,6 +11,28 @@ from cpcjax.train import sharding
 DIMENSIONS = ("act", "val", "dom")
 
 
+def map_split(fn, utts: pipeline.Utterances, buckets, global_batch: int, mesh,
+              width: int) -> np.ndarray:
+    """[N, width] rows of `fn(batch)` for every utterance of `utts`, each whole.
+
+    Args:
+      fn: jitted `batch -> [B, width]` with replicated output; `batch` holds
+        global "wav", "lengths" and "weights".
+      utts: the split.
+      buckets: bucket lengths in samples (doubled until the longest fits).
+      global_batch: utterances per call.
+      mesh: device mesh.
+      width: columns of fn's output.
+    """
+    out = np.zeros((len(utts), width), np.float32)
+    rows = sharding.process_rows(global_batch)
+    for ids, local in pipeline.eval_batches(utts, buckets, global_batch, rows):
+        values = np.asarray(fn(sharding.to_global(local, mesh)))
+        keep = ids >= 0
+        out[ids[keep]] = values[keep]
+    return out
+
+
 def predict_split(predict, params, utts: pipeline.Utterances, buckets, global_batch: int,
                   mesh, label_mean: np.ndarray, label_std: np.ndarray) -> np.ndarray:
     """[N, 3] predictions on the label scale for every utterance of `utts`.
@@ -24,13 +46,9 @@ def predict_split(predict, params, utts: pipeline.Utterances, buckets, global_ba
       mesh: device mesh.
       label_mean, label_std: the standardisation of the training targets.
     """
-    out = np.zeros((len(utts), 3), np.float32)
-    rows = sharding.process_rows(global_batch)
-    for ids, local in pipeline.eval_batches(utts, buckets, global_batch, rows):
-        preds = np.asarray(predict(params, sharding.to_global(local, mesh)))
-        keep = ids >= 0
-        out[ids[keep]] = preds[keep]
-    return out * label_std + label_mean
+    preds = map_split(lambda batch: predict(params, batch), utts, buckets, global_batch,
+                      mesh, 3)
+    return preds * label_std + label_mean
 
 
 def corpus_ccc(preds: np.ndarray, targets: np.ndarray) -> dict[str, float]:

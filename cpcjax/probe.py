@@ -68,16 +68,9 @@ def utterance_embeddings(cpc_params: dict, config, utts: pipeline.Utterances, me
     params = jax.device_put({k: cpc_params[k] for k in ENCODER_KEYS},
                             sharding.replicated(mesh))
     embed = _embed_fn(state_lib.cpc_model(config), mesh)
-    out = np.zeros((len(utts), config.model.context_hidden), np.float32)
-    buckets = pipeline.bucket_lengths(config.finetune.buckets)
-    rows = sharding.process_rows(batch_size)
-    for ids, local in pipeline.eval_batches(utts, buckets, batch_size, rows):
-        batch = sharding.to_global(
-            {"wav": local["wav"], "lengths": local["lengths"]}, mesh)
-        emb = np.asarray(embed(params, batch["wav"], batch["lengths"]))  # [B, H]
-        keep = ids >= 0
-        out[ids[keep]] = emb[keep]
-    return out
+    return evaluate.map_split(lambda batch: embed(params, batch["wav"], batch["lengths"]),
+                              utts, pipeline.bucket_lengths(config.finetune.buckets),
+                              batch_size, mesh, config.model.context_hidden)
 
 
 def load_cpc_params(checkpoint_dir: str, config, mesh=None) -> dict:
