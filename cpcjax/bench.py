@@ -2,6 +2,7 @@
 
   python -m cpcjax.bench                                  # paper-sized model, batch 8
   python -m cpcjax.bench --batch_size=64 --dtypes=bfloat16 --steps=20
+  python -m cpcjax.bench --cases=reference --reference_dir=CPC_audio
 
 Each step case runs once per `--dtypes` entry (float32 and bfloat16 by
 default). Cases: `pretrain` (a CPC step: forward, InfoNCE, backward, Adam), `finetune`
@@ -10,6 +11,12 @@ input pipeline alone, from the prepared synthetic corpus). Each step case
 reports the median step time after warm-up, audio seconds per second, compile
 time, XLA's FLOPs per step, peak device memory where the backend reports it,
 peak host memory, and MFU against the device's bf16 dense peak where known.
+
+The `reference` case times cpcjax's float32 CPC step side by side with
+facebookresearch/CPC_audio's, built by CPC_audio's own code from a checkout
+you point `--reference_dir` at (it needs PyTorch; CPC_audio is not part of
+cpcjax). Both get the same batch; their steps alternate, so a slower or
+busier stretch of the machine weighs on both alike.
 """
 
 from __future__ import annotations
@@ -30,7 +37,11 @@ _SECONDS = flags.DEFINE_float("finetune_seconds", 4.0, "Padded utterance length.
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per case (after 2 warm-up).")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
                             "Compute dtypes to measure, each a line per step case.")
-_CASES = flags.DEFINE_list("cases", ["pretrain", "finetune", "input"], "Cases to run.")
+_CASES = flags.DEFINE_list("cases", ["pretrain", "finetune", "input"],
+                           "Cases to run: pretrain, finetune, input, reference.")
+_REFERENCE_DIR = flags.DEFINE_string(
+    "reference_dir", None, "A facebookresearch/CPC_audio checkout, for --cases=reference.")
+CASES = ("pretrain", "finetune", "input", "reference")
 
 # Dense bf16 peak FLOP/s per device, for MFU.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12,
@@ -73,6 +84,154 @@ def time_step(step, state, batch, rng, steps: int) -> dict:
                                 if "peak_bytes_in_use" in stats else None)}
 
 
+def _wav(rng):
+    return (0.1 * rng.standard_normal((_BATCH.value, _WINDOW.value))).astype("float32")
+
+
+def _pretrain_inputs(programs, mesh, wav):
+    """A fresh CPC train state and the global batch of `wav` (full-length rows)."""
+    import jax
+    import numpy as np
+
+    from cpcjax.train import sharding, state as state_lib
+
+    local = {"wav": wav, "lengths": np.full(len(wav), wav.shape[1], np.int32)}
+    state = state_lib.create_state(programs.cpc, programs.cpc_tx, jax.random.key(0),
+                                   local, mesh)
+    return state, sharding.to_global(local, mesh)
+
+
+# Imported at the top of CPC_audio's modules but unused by its CPC training
+# step (MFCC features, a progress bar); stood in for when not installed.
+REFERENCE_STUBS = ("torchaudio", "progressbar")
+
+
+def cpc_audio_args(config, window: int) -> list[str]:
+    """CPC_audio's train.py flags for the CPC architecture of `config`."""
+    m = config.model
+    # CPC_audio's "layerNorm" is its ChannelNorm: per frame, over channels.
+    norms = {"channel": "layerNorm", "none": "ID"}
+    if m.norm not in norms:
+        raise app.UsageError(f"--cases=reference: model.norm={m.norm!r} has no CPC_audio "
+                             f"counterpart; use one of {', '.join(norms)}")
+    return ["--hiddenEncoder", str(m.channels), "--hiddenGar", str(m.context_hidden),
+            "--arMode", "GRU", "--rnnMode", "linear", "--nPredicts", str(m.predict_steps),
+            "--negativeSamplingExt", str(m.num_negatives), "--sizeWindow", str(window),
+            "--normMode", norms[m.norm], "--learningRate", str(config.pretrain.learning_rate)]
+
+
+def cpc_audio_step(reference_dir: str, argv: list[str], wav):
+    """CPC_audio's training step on the CPU, built by its own train.py code.
+
+    Args:
+        reference_dir: a facebookresearch/CPC_audio checkout.
+        argv: its train.py flags (see `cpc_audio_args`).
+        wav: [B, S] float32 numpy batch.
+
+    Returns:
+        `step() -> loss`, the body of CPC_audio's `trainStep` (forward, loss,
+        backward, Adam), and a dict describing the reference.
+    """
+    import contextlib
+    import importlib.util
+    import io
+    import subprocess
+    import sys
+    import types
+
+    train_py = os.path.join(reference_dir, "cpc", "train.py")
+    if not os.path.isfile(train_py):
+        raise app.UsageError(f"--reference_dir={reference_dir}: {train_py} not found; "
+                             "point it at a facebookresearch/CPC_audio checkout")
+    try:
+        import torch
+    except ImportError:
+        raise app.UsageError("--cases=reference needs PyTorch: pip install torch "
+                             "(the CPU build is enough)") from None
+    stubbed = [n for n in REFERENCE_STUBS if importlib.util.find_spec(n) is None]
+    for name in stubbed:
+        sys.modules[name] = types.ModuleType(name)
+    sys.path.insert(0, os.path.abspath(reference_dir))
+    torch.manual_seed(0)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its GPU count
+        from cpc import feature_loader, model as cpc_model, train as cpc_train
+
+        args = cpc_train.parseArgs(["--pathDB", reference_dir, *argv])
+    encoder = feature_loader.getEncoder(args)
+    cpc = cpc_model.CPCModel(encoder, feature_loader.getAR(args))
+    criterion = cpc_train.getCriterion(args, encoder.DOWNSAMPLING, 1, None)
+    optimizer = torch.optim.Adam(
+        list(criterion.parameters()) + list(cpc.parameters()), lr=args.learningRate,
+        betas=(args.beta1, args.beta2), eps=args.epsilon)
+    cpc.train()
+    criterion.train()
+    data = torch.from_numpy(wav)[:, None, :]  # [B, 1, S]
+    label = torch.zeros(len(wav), dtype=torch.long)
+
+    def step() -> float:
+        c_feature, encoded, lab = cpc(data, label)
+        losses, _ = criterion(c_feature, encoded, lab)
+        total = losses.sum()
+        total.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return total.item()
+
+    commit = subprocess.run(["git", "-C", reference_dir, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return step, {"reference": "facebookresearch/CPC_audio" + (f"@{commit}" if commit else ""),
+                  "reference_args": " ".join(argv), "torch": torch.__version__,
+                  "torch_threads": torch.get_num_threads(), "stubbed_imports": stubbed}
+
+
+def _reference_case(mesh, rng) -> None:
+    """cpcjax's float32 CPC step and CPC_audio's, alternating on one batch."""
+    import jax
+    import numpy as np
+
+    from cpcjax import config as config_lib, experiment
+
+    if jax.default_backend() != "cpu":
+        raise app.UsageError("--cases=reference runs CPC_audio on the CPU; run it with "
+                             "JAX_PLATFORMS=cpu so both steps use the same hardware")
+    config = config_lib.method_config(_CONFIG.value, _CORPUS.value)
+    config.dtype = "float32"  # as CPC_audio
+    config.pretrain.batch_size = _BATCH.value
+    config.pretrain.window = _WINDOW.value
+    # CPC_audio draws every negative from the whole batch.
+    config.model.negatives_group_size = _BATCH.value
+    wav = _wav(rng)
+    argv = cpc_audio_args(config, _WINDOW.value)
+    reference_step, info = cpc_audio_step(_REFERENCE_DIR.value, argv, wav)
+    programs = experiment.Programs.build(config, mesh)
+    state, batch = _pretrain_inputs(programs, mesh, wav)
+    key = jax.random.key(1)
+    step = programs.cpc_step.lower(state, batch, key).compile()
+    ours, theirs = [], []
+    for i in range(2 + _STEPS.value):
+        t = time.perf_counter()
+        state, metrics = step(state, batch, key)
+        jax.block_until_ready(metrics)
+        t_ours = time.perf_counter() - t
+        t = time.perf_counter()
+        reference_step()
+        t_theirs = time.perf_counter() - t
+        if i >= 2:
+            ours.append(t_ours)
+            theirs.append(t_theirs)
+    device = jax.devices()[0]
+    audio_s = _BATCH.value * _WINDOW.value / 16000
+    ours_s, theirs_s = float(np.median(ours)), float(np.median(theirs))
+    line = {"case": "reference", "device": device.device_kind, "platform": device.platform,
+            "devices": jax.device_count(), "dtype": "float32", "batch": _BATCH.value,
+            "window": _WINDOW.value, "negatives": config.model.num_negatives,
+            "steps": _STEPS.value, "cpcjax_step_s": round(ours_s, 4),
+            "reference_step_s": round(theirs_s, 4), "speedup": round(theirs_s / ours_s, 2),
+            "cpcjax_audio_s_per_s": round(audio_s / ours_s, 2),
+            "reference_audio_s_per_s": round(audio_s / theirs_s, 2), **info}
+    print(json.dumps(line), flush=True)
+
+
 def _step_cases(config, mesh, rng, consumed: dict) -> None:
     """The pretrain and finetune step cases of one config (one dtype)."""
     import jax
@@ -101,13 +260,8 @@ def _step_cases(config, mesh, rng, consumed: dict) -> None:
         print(json.dumps(line), flush=True)
 
     if "pretrain" in _CASES.value:
-        local = {"wav": (0.1 * rng.standard_normal((_BATCH.value, _WINDOW.value))
-                         ).astype(np.float32),
-                 "lengths": np.full(_BATCH.value, _WINDOW.value, np.int32)}
-        state = state_lib.create_state(programs.cpc, programs.cpc_tx, jax.random.key(0),
-                                       local, mesh)
-        timing = time_step(programs.cpc_step, state, sharding.to_global(local, mesh),
-                           jax.random.key(1), _STEPS.value)
+        state, batch = _pretrain_inputs(programs, mesh, _wav(rng))
+        timing = time_step(programs.cpc_step, state, batch, jax.random.key(1), _STEPS.value)
         report("pretrain", _BATCH.value * _WINDOW.value / 16000, timing,
                window=_WINDOW.value, negatives=config.model.num_negatives)
     if "finetune" in _CASES.value:
@@ -133,6 +287,13 @@ def main(argv) -> None:
     from cpcjax.data import pipeline, sources
     from cpcjax.train import sharding
 
+    unknown = [c for c in _CASES.value if c not in CASES]
+    if unknown:
+        raise app.UsageError(f"--cases: {', '.join(unknown)} unknown; use {', '.join(CASES)}")
+    if "reference" in _CASES.value and not _REFERENCE_DIR.value:
+        raise app.UsageError(
+            "--cases=reference needs --reference_dir=PATH, a facebookresearch/CPC_audio "
+            "checkout (git clone https://github.com/facebookresearch/CPC_audio)")
     for dtype in _DTYPES.value:
         if dtype not in config_lib.DTYPES:
             raise app.UsageError(f"--dtypes: {dtype!r} is not one of {config_lib.DTYPES}")
@@ -149,6 +310,8 @@ def main(argv) -> None:
                                                 _BATCH.value)
         config_lib.validate(config)
         _step_cases(config, mesh, rng, consumed)
+    if "reference" in _CASES.value:
+        _reference_case(mesh, rng)
     if "input" in _CASES.value:
         synthetic = config_lib.method_config("pre_cpc", "synthetic")
         synthetic.data_dir = config.data_dir

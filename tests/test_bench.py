@@ -5,17 +5,23 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from cpcjax import bench, config as config_lib
 from test_main import ROOT
 
 
-def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
+def _bench(tmp_path, *flags):
     env = dict(os.environ, CPCJAX_DATA_DIR=str(tmp_path),
                XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "cpcjax.bench", "--corpus=synthetic", "--batch_size=4",
-         "--window=5120", "--finetune_seconds=1", "--steps=2", "--cases=pretrain,finetune,input",
-         "--dtypes=float32,bfloat16"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "cpcjax.bench", *flags], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
+    proc = _bench(tmp_path, "--corpus=synthetic", "--batch_size=4", "--window=5120",
+                  "--finetune_seconds=1", "--steps=2", "--cases=pretrain,finetune,input",
+                  "--dtypes=float32,bfloat16")
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
     assert [(l["case"], l.get("dtype")) for l in lines] == [
@@ -29,3 +35,28 @@ def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
         assert line["flops_per_step"] > 0 and line["compile_s"] > 0
         assert abs(line["audio_s_per_s"] - 4 * window / 16000 / line["step_s"]) < 0.01
         assert line["mfu"] is None  # no known peak for a CPU
+
+
+def test_reference_flags_are_the_paper_architecture_in_cpc_audio_terms():
+    config = config_lib.method_config("pre_cpc", "iemocap")
+    args = bench.cpc_audio_args(config, 20480)
+    flags = dict(zip(args[::2], args[1::2]))
+    assert flags == {
+        "--hiddenEncoder": "512", "--hiddenGar": "256", "--arMode": "GRU",
+        "--rnnMode": "linear", "--nPredicts": "12", "--negativeSamplingExt": "128",
+        "--sizeWindow": "20480", "--normMode": "layerNorm", "--learningRate": "0.0002"}
+    config.model.norm = "layer"
+    with pytest.raises(bench.app.UsageError, match="model.norm='layer' has no CPC_audio"):
+        bench.cpc_audio_args(config, 20480)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--cases=reference"], "--cases=reference needs --reference_dir=PATH"),
+    (["--cases=pretrain,speed"], "--cases: speed unknown"),
+    (["--cases=reference", "--reference_dir={tmp}", "--steps=1", "--dtypes=float32"],
+     "--reference_dir={tmp}: {tmp}/cpc/train.py not found"),
+])
+def test_bench_rejects_bad_cases_in_one_line(tmp_path, flags, message):
+    proc = _bench(tmp_path, *(f.format(tmp=tmp_path) for f in flags))
+    assert proc.returncode == 1
+    assert message.format(tmp=tmp_path) in proc.stderr
