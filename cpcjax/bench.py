@@ -154,8 +154,11 @@ def cpc_audio_step(reference_dir: str, argv: list[str], wav):
     sys.path.insert(0, os.path.abspath(reference_dir))
     torch.manual_seed(0)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its GPU count
-        from cpc import feature_loader, model as cpc_model, train as cpc_train
-
+        try:
+            from cpc import feature_loader, model as cpc_model, train as cpc_train
+        except ImportError as e:
+            raise app.UsageError(f"--reference_dir={reference_dir}: importing CPC_audio "
+                                 f"failed ({e}); pip install what it names") from None
         args = cpc_train.parseArgs(["--pathDB", reference_dir, *argv])
     encoder = feature_loader.getEncoder(args)
     cpc = cpc_model.CPCModel(encoder, feature_loader.getAR(args))
@@ -177,8 +180,11 @@ def cpc_audio_step(reference_dir: str, argv: list[str], wav):
         optimizer.zero_grad()
         return total.item()
 
-    commit = subprocess.run(["git", "-C", reference_dir, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+    try:
+        commit = subprocess.run(["git", "-C", reference_dir, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:  # no git
+        commit = ""
     return step, {"reference": "facebookresearch/CPC_audio" + (f"@{commit}" if commit else ""),
                   "reference_args": " ".join(argv), "torch": torch.__version__,
                   "torch_threads": torch.get_num_threads(), "stubbed_imports": stubbed}

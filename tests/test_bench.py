@@ -1,5 +1,6 @@
 """The benchmark's JSON lines hold consistent figures."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -60,3 +61,18 @@ def test_bench_rejects_bad_cases_in_one_line(tmp_path, flags, message):
     proc = _bench(tmp_path, *(f.format(tmp=tmp_path) for f in flags))
     assert proc.returncode == 1
     assert message.format(tmp=tmp_path) in proc.stderr
+
+
+def test_bench_names_what_the_reference_checkout_lacks(tmp_path):
+    fake = tmp_path / "CPC_audio"
+    (fake / "cpc").mkdir(parents=True)
+    (fake / "cpc" / "__init__.py").write_text("")
+    (fake / "cpc" / "train.py").write_text("import cpc_audio_missing_dependency\n")
+    proc = _bench(tmp_path, "--cases=reference", f"--reference_dir={fake}", "--steps=1",
+                  "--dtypes=float32")
+    assert proc.returncode == 1
+    if importlib.util.find_spec("torch") is None:
+        assert "--cases=reference needs PyTorch: pip install torch" in proc.stderr
+    else:
+        assert (f"--reference_dir={fake}: importing CPC_audio failed (No module named "
+                "'cpc_audio_missing_dependency'); pip install what it names") in proc.stderr
