@@ -57,8 +57,12 @@ def _host_peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def time_step(step, state, batch, rng, steps: int) -> dict:
-    """Compile time, FLOPs and the median time of `steps` calls of a jitted step."""
+def time_step(step, state, batch, rng, steps: int, alongside=None) -> dict:
+    """Compile time, FLOPs and the median time of `steps` calls of a jitted step.
+
+    `alongside`, a callable, runs after each call (warm-up included) and its
+    median time is returned as `alongside_s`: two steps timed in turn.
+    """
     import jax
     import numpy as np
 
@@ -68,20 +72,24 @@ def time_step(step, state, batch, rng, steps: int) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
-    for _ in range(2):
-        state, metrics = compiled(state, batch, rng)
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(steps):
+    times, other = [], []
+    for i in range(2 + steps):  # 2 warm-up calls
         t = time.perf_counter()
         state, metrics = compiled(state, batch, rng)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
+        if alongside is not None:
+            t = time.perf_counter()
+            alongside()
+            other.append(time.perf_counter() - t)
     stats = jax.devices()[0].memory_stats() or {}
-    return {"compile_s": round(compile_s, 3), "step_s": float(np.median(times)),
-            "flops_per_step": flops,
-            "peak_device_gib": (round(stats["peak_bytes_in_use"] / 2**30, 3)
-                                if "peak_bytes_in_use" in stats else None)}
+    timing = {"compile_s": round(compile_s, 3), "step_s": float(np.median(times[2:])),
+              "flops_per_step": flops,
+              "peak_device_gib": (round(stats["peak_bytes_in_use"] / 2**30, 3)
+                                  if "peak_bytes_in_use" in stats else None)}
+    if alongside is not None:
+        timing["alongside_s"] = float(np.median(other[2:]))
+    return timing
 
 
 def _wav(rng):
@@ -193,7 +201,6 @@ def cpc_audio_step(reference_dir: str, argv: list[str], wav):
 def _reference_case(mesh, rng) -> None:
     """cpcjax's float32 CPC step and CPC_audio's, alternating on one batch."""
     import jax
-    import numpy as np
 
     from cpcjax import config as config_lib, experiment
 
@@ -211,23 +218,11 @@ def _reference_case(mesh, rng) -> None:
     reference_step, info = cpc_audio_step(_REFERENCE_DIR.value, argv, wav)
     programs = experiment.Programs.build(config, mesh)
     state, batch = _pretrain_inputs(programs, mesh, wav)
-    key = jax.random.key(1)
-    step = programs.cpc_step.lower(state, batch, key).compile()
-    ours, theirs = [], []
-    for i in range(2 + _STEPS.value):
-        t = time.perf_counter()
-        state, metrics = step(state, batch, key)
-        jax.block_until_ready(metrics)
-        t_ours = time.perf_counter() - t
-        t = time.perf_counter()
-        reference_step()
-        t_theirs = time.perf_counter() - t
-        if i >= 2:
-            ours.append(t_ours)
-            theirs.append(t_theirs)
+    timing = time_step(programs.cpc_step, state, batch, jax.random.key(1), _STEPS.value,
+                       alongside=reference_step)
     device = jax.devices()[0]
     audio_s = _BATCH.value * _WINDOW.value / 16000
-    ours_s, theirs_s = float(np.median(ours)), float(np.median(theirs))
+    ours_s, theirs_s = timing["step_s"], timing["alongside_s"]
     line = {"case": "reference", "device": device.device_kind, "platform": device.platform,
             "devices": jax.device_count(), "dtype": "float32", "batch": _BATCH.value,
             "window": _WINDOW.value, "negatives": config.model.num_negatives,
