@@ -136,10 +136,14 @@ def _size_for_cpu(c: ml_collections.ConfigDict) -> None:
     c.finetune.eval_every = 25
 
 
-def apply_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+def apply_method(
+    c: ml_collections.ConfigDict, method: str
+) -> ml_collections.ConfigDict:
     """Sets the fields that make `c` one of the paper's four methods."""
     if method not in METHODS:
-        raise ConfigError(f"method: unknown {method!r}; use one of {', '.join(METHODS)}")
+        raise ConfigError(
+            f"method: unknown {method!r}; use one of {', '.join(METHODS)}"
+        )
     c = ml_collections.ConfigDict(c.to_dict())
     c.method = method
     if method == "joint_cpc":
@@ -171,7 +175,11 @@ def apply_overrides(c: ml_collections.ConfigDict, overrides: dict) -> None:
         *parents, leaf = key.split(".")
         target = c
         for name in parents:
-            target = target.get(name) if isinstance(target, ml_collections.ConfigDict) else None
+            target = (
+                target.get(name)
+                if isinstance(target, ml_collections.ConfigDict)
+                else None
+            )
         if not isinstance(target, ml_collections.ConfigDict) or leaf not in target:
             raise ConfigError(f"config override: no field {key!r}")
         target[leaf] = value
@@ -204,30 +212,66 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for stage in ("pretrain", "finetune"):
         for field in ("num_steps", "batch_size", "checkpoint_every", "log_every"):
             value = c[stage][field]
-            need(isinstance(value, int) and value >= 1, f"{stage}.{field}",
-                 "must be an int >= 1")
+            need(
+                isinstance(value, int) and value >= 1,
+                f"{stage}.{field}",
+                "must be an int >= 1",
+            )
         need(c[stage].learning_rate > 0, f"{stage}.learning_rate", "must be > 0")
-    need(c.pretrain.window % 160 == 0 and c.pretrain.window >= 160 * 32,
-         "pretrain.window", "must be a multiple of 160 samples and >= 5120")
+    need(
+        c.pretrain.window % 160 == 0 and c.pretrain.window >= 160 * 32,
+        "pretrain.window",
+        "must be a multiple of 160 samples and >= 5120",
+    )
     frames = c.pretrain.window // 160
-    need(c.model.predict_steps < frames, "model.predict_steps",
-         f"must be < the {frames} frames of a pretraining window")
+    need(
+        c.model.predict_steps < frames,
+        "model.predict_steps",
+        f"must be < the {frames} frames of a pretraining window",
+    )
     g = c.model.negatives_group_size
     for stage in ("pretrain", "finetune"):
-        need(c[stage].batch_size % g == 0, f"{stage}.batch_size",
-             f"must be a multiple of model.negatives_group_size={g}")
-    need(c.model.d_model % c.model.attention_heads == 0, "model.d_model",
-         f"must be divisible by model.attention_heads={c.model.attention_heads}")
-    need(0 <= c.finetune.alpha + c.finetune.beta <= 1, "finetune.alpha",
-         "alpha + beta must lie in [0, 1]")
-    need(isinstance(c.finetune.eval_every, int) and c.finetune.eval_every >= 1,
-         "finetune.eval_every", "must be an int >= 1")
-    need(isinstance(c.finetune.patience, int) and c.finetune.patience >= 0,
-         "finetune.patience", "must be an int >= 0")
-    need(0 < c.finetune.dev_fraction < 0.5, "finetune.dev_fraction", "must be in (0, 0.5)")
-    need(len(c.finetune.buckets) >= 1 and list(c.finetune.buckets) == sorted(c.finetune.buckets),
-         "finetune.buckets", "must be increasing lengths in seconds")
-    need(c.finetune.input == "context", "finetune.input", "only 'context' (c_t) is supported")
+        need(
+            c[stage].batch_size % g == 0,
+            f"{stage}.batch_size",
+            f"must be a multiple of model.negatives_group_size={g}",
+        )
+    need(
+        c.model.d_model % c.model.attention_heads == 0,
+        "model.d_model",
+        f"must be divisible by model.attention_heads={c.model.attention_heads}",
+    )
+    need(
+        0 <= c.finetune.alpha + c.finetune.beta <= 1,
+        "finetune.alpha",
+        "alpha + beta must lie in [0, 1]",
+    )
+    need(
+        isinstance(c.finetune.eval_every, int) and c.finetune.eval_every >= 1,
+        "finetune.eval_every",
+        "must be an int >= 1",
+    )
+    need(
+        isinstance(c.finetune.patience, int) and c.finetune.patience >= 0,
+        "finetune.patience",
+        "must be an int >= 0",
+    )
+    need(
+        0 < c.finetune.dev_fraction < 0.5,
+        "finetune.dev_fraction",
+        "must be in (0, 0.5)",
+    )
+    need(
+        len(c.finetune.buckets) >= 1
+        and list(c.finetune.buckets) == sorted(c.finetune.buckets),
+        "finetune.buckets",
+        "must be increasing lengths in seconds",
+    )
+    need(
+        c.finetune.input == "context",
+        "finetune.input",
+        "only 'context' (c_t) is supported",
+    )
     if c.corpus != "msp_podcast":
         need(all(1 <= int(f) <= 5 for f in c.folds), "folds", "folds are sessions 1..5")
 

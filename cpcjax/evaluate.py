@@ -11,8 +11,9 @@ from cpcjax.train import sharding
 DIMENSIONS = ("act", "val", "dom")
 
 
-def map_split(fn, utts: pipeline.Utterances, buckets, global_batch: int, mesh,
-              width: int) -> np.ndarray:
+def map_split(
+    fn, utts: pipeline.Utterances, buckets, global_batch: int, mesh, width: int
+) -> np.ndarray:
     """[N, width] rows of `fn(batch)` for every utterance of `utts`, each whole.
 
     Args:
@@ -33,8 +34,16 @@ def map_split(fn, utts: pipeline.Utterances, buckets, global_batch: int, mesh,
     return out
 
 
-def predict_split(predict, params, utts: pipeline.Utterances, buckets, global_batch: int,
-                  mesh, label_mean: np.ndarray, label_std: np.ndarray) -> np.ndarray:
+def predict_split(
+    predict,
+    params,
+    utts: pipeline.Utterances,
+    buckets,
+    global_batch: int,
+    mesh,
+    label_mean: np.ndarray,
+    label_std: np.ndarray,
+) -> np.ndarray:
     """[N, 3] predictions on the label scale for every utterance of `utts`.
 
     Args:
@@ -46,15 +55,19 @@ def predict_split(predict, params, utts: pipeline.Utterances, buckets, global_ba
       mesh: device mesh.
       label_mean, label_std: the standardisation of the training targets.
     """
-    preds = map_split(lambda batch: predict(params, batch), utts, buckets, global_batch,
-                      mesh, 3)
+    preds = map_split(
+        lambda batch: predict(params, batch), utts, buckets, global_batch, mesh, 3
+    )
     return preds * label_std + label_mean
 
 
 def corpus_ccc(preds: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """CCC per dimension over all predictions of a split, and their mean."""
-    cccs = np.asarray(losses.ccc(np.asarray(preds, np.float64),
-                                 np.asarray(targets, np.float64), axis=0))
+    cccs = np.asarray(
+        losses.ccc(
+            np.asarray(preds, np.float64), np.asarray(targets, np.float64), axis=0
+        )
+    )
     out = {d: float(v) for d, v in zip(DIMENSIONS, cccs)}
     out["avg"] = float(np.mean(cccs))
     return out

@@ -32,17 +32,34 @@ import numpy as np
 from cpcjax import config as config_lib
 from cpcjax import evaluate, plots, probe, report
 from cpcjax.data import pipeline, protocols, sources
-from cpcjax.train import checkpoint, finetune, loop, pretrain, sharding, state as state_lib
+from cpcjax.train import (
+    checkpoint,
+    finetune,
+    loop,
+    pretrain,
+    sharding,
+    state as state_lib,
+)
 
 RESULT_FILE = "result.json"
 PLOTS_DIR = "plots"
 CONFIG_FILE = "config.json"
 # Fields a rerun in the same workdir may change: they size or extend the run
 # without making its checkpoints and results mean something else.
-RESIZABLE = ("seeds", "folds", "data_dir", "pretrain.num_steps", "pretrain.checkpoint_every",
-             "pretrain.log_every", "finetune.num_steps", "finetune.checkpoint_every",
-             "finetune.log_every", "finetune.eval_batch_size", "analysis.probe",
-             "analysis.plots")
+RESIZABLE = (
+    "seeds",
+    "folds",
+    "data_dir",
+    "pretrain.num_steps",
+    "pretrain.checkpoint_every",
+    "pretrain.log_every",
+    "finetune.num_steps",
+    "finetune.checkpoint_every",
+    "finetune.log_every",
+    "finetune.eval_batch_size",
+    "analysis.probe",
+    "analysis.plots",
+)
 log = logging.getLogger(__name__)
 
 
@@ -69,13 +86,20 @@ class Programs:
         emotion = state_lib.emotion_model(config)
         frozen = state_lib.CPC_KEYS if config.finetune.freeze_cpc else ()
         return cls(
-            cpc=cpc, emotion=emotion,
+            cpc=cpc,
+            emotion=emotion,
             cpc_tx=state_lib.optimizer(config.pretrain),
             emotion_tx=state_lib.optimizer(config.finetune, frozen),
-            cpc_step=jax.jit(pretrain.make_step(cpc, config.model),
-                             out_shardings=(rep, rep), donate_argnums=0),
-            emotion_step=jax.jit(finetune.make_step(emotion, config),
-                                 out_shardings=(rep, rep), donate_argnums=0),
+            cpc_step=jax.jit(
+                pretrain.make_step(cpc, config.model),
+                out_shardings=(rep, rep),
+                donate_argnums=0,
+            ),
+            emotion_step=jax.jit(
+                finetune.make_step(emotion, config),
+                out_shardings=(rep, rep),
+                donate_argnums=0,
+            ),
             predict=jax.jit(finetune.make_predict(emotion), out_shardings=rep),
         )
 
@@ -95,8 +119,11 @@ def main_process_first(fn, name: str):
 def _program_key(config) -> str:
     c = config.to_dict()
     c["pretrain"].pop("corpus")
-    return json.dumps({k: c[k] for k in ("model", "pretrain", "finetune", "dtype")},
-                      sort_keys=True, default=str)
+    return json.dumps(
+        {k: c[k] for k in ("model", "pretrain", "finetune", "dtype")},
+        sort_keys=True,
+        default=str,
+    )
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -122,12 +149,16 @@ def claim_workdir(config, workdir: str) -> None:
         with open(path) as fh:
             old = _flat(json.load(fh))
         flat = _flat(new)
-        changed = sorted(k for k in old.keys() | flat.keys()
-                         if k not in RESIZABLE and old.get(k) != flat.get(k))
+        changed = sorted(
+            k
+            for k in old.keys() | flat.keys()
+            if k not in RESIZABLE and old.get(k) != flat.get(k)
+        )
         if changed:
             raise config_lib.ConfigError(
                 f"{workdir} holds a run of another config ({', '.join(changed)} differ, "
-                f"see {path}); use a new --workdir, or delete it to start over")
+                f"see {path}); use a new --workdir, or delete it to start over"
+            )
     if jax.process_index() == 0:
         with open(path, "w") as fh:
             json.dump(new, fh, indent=2)
@@ -144,32 +175,57 @@ def _done_steps(directory: str) -> int:
         ckpts.close()
 
 
-def pretrain_stage(config, programs: Programs, mesh, utts: pipeline.Utterances,
-                   workdir: str, name: str) -> str:
+def pretrain_stage(
+    config, programs: Programs, mesh, utts: pipeline.Utterances, workdir: str, name: str
+) -> str:
     """Trains CPC on `utts` in `workdir`; returns its checkpoint directory."""
     p = config.pretrain
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if _done_steps(workdir) >= p.num_steps:
         log.info("%s: finished earlier, reusing %s", name, ckpt_dir)
         return ckpt_dir
-    batches = pipeline.CropBatches(utts, p.window, p.batch_size, config.seed,
-                                   sharding.process_rows(p.batch_size))
+    batches = pipeline.CropBatches(
+        utts, p.window, p.batch_size, config.seed, sharding.process_rows(p.batch_size)
+    )
     if batches.skipped:
-        log.warning("%s: %d utterances shorter than the %d-sample window are not "
-                    "used for pretraining", name, batches.skipped, p.window)
+        log.warning(
+            "%s: %d utterances shorter than the %d-sample window are not "
+            "used for pretraining",
+            name,
+            batches.skipped,
+            p.window,
+        )
     example = batches.batch(0)
-    state = state_lib.create_state(programs.cpc, programs.cpc_tx,
-                                   jax.random.key(config.seed), example, mesh)
-    loop.train(name=name, workdir=workdir, state=state, step_fn=programs.cpc_step,
-               batches=batches.batch, mesh=mesh, num_steps=p.num_steps,
-               checkpoint_every=p.checkpoint_every, log_every=p.log_every,
-               rng=jax.random.key(config.seed + 1))
+    state = state_lib.create_state(
+        programs.cpc, programs.cpc_tx, jax.random.key(config.seed), example, mesh
+    )
+    loop.train(
+        name=name,
+        workdir=workdir,
+        state=state,
+        step_fn=programs.cpc_step,
+        batches=batches.batch,
+        mesh=mesh,
+        num_steps=p.num_steps,
+        checkpoint_every=p.checkpoint_every,
+        log_every=p.log_every,
+        rng=jax.random.key(config.seed + 1),
+    )
     return ckpt_dir
 
 
-def finetune_run(config, programs: Programs, mesh, emo: pipeline.Utterances,
-                 split: dict, fold, seed_index: int, workdir: str,
-                 cpc_checkpoint: str | None, name: str) -> dict:
+def finetune_run(
+    config,
+    programs: Programs,
+    mesh,
+    emo: pipeline.Utterances,
+    split: dict,
+    fold,
+    seed_index: int,
+    workdir: str,
+    cpc_checkpoint: str | None,
+    name: str,
+) -> dict:
     """One supervised run of one fold and seed; returns (and writes) its result."""
     result_path = os.path.join(workdir, RESULT_FILE)
     if os.path.exists(result_path):
@@ -182,58 +238,111 @@ def finetune_run(config, programs: Programs, mesh, emo: pipeline.Utterances,
     label_mean = train.labels.mean(axis=0)
     label_std = np.maximum(train.labels.std(axis=0), 1e-3)
     buckets = pipeline.bucket_lengths(f.buckets)
-    batches = pipeline.BucketBatches(train, buckets, f.batch_size, seed,
-                                     sharding.process_rows(f.batch_size),
-                                     label_mean, label_std)
-    state = state_lib.create_state(programs.emotion, programs.emotion_tx,
-                                   jax.random.key(seed), batches.batch(0), mesh)
+    batches = pipeline.BucketBatches(
+        train,
+        buckets,
+        f.batch_size,
+        seed,
+        sharding.process_rows(f.batch_size),
+        label_mean,
+        label_std,
+    )
+    state = state_lib.create_state(
+        programs.emotion,
+        programs.emotion_tx,
+        jax.random.key(seed),
+        batches.batch(0),
+        mesh,
+    )
     if cpc_checkpoint is not None and _done_steps(workdir) == 0:
-        params = checkpoint.restore_params(cpc_checkpoint, state.params, state_lib.CPC_KEYS)
+        params = checkpoint.restore_params(
+            cpc_checkpoint, state.params, state_lib.CPC_KEYS
+        )
         # Adam's moments are zeros of the params' shapes: no need to re-init.
         state = state.replace(params=params)
     dev = emo.subset(split["dev"])
 
     def dev_ccc(st) -> dict[str, float]:
-        preds = evaluate.predict_split(programs.predict, st.params, dev, buckets,
-                                       f.eval_batch_size, mesh, label_mean, label_std)
+        preds = evaluate.predict_split(
+            programs.predict,
+            st.params,
+            dev,
+            buckets,
+            f.eval_batch_size,
+            mesh,
+            label_mean,
+            label_std,
+        )
         return evaluate.corpus_ccc(preds, dev.labels)
 
     selection = None
     if len(dev):
-        selection = loop.Selection(evaluate=dev_ccc, every=f.eval_every, key="avg",
-                                   patience=f.patience)
-    state = loop.train(name=name, workdir=workdir, state=state,
-                       step_fn=programs.emotion_step, batches=batches.batch, mesh=mesh,
-                       num_steps=f.num_steps, checkpoint_every=f.checkpoint_every,
-                       log_every=f.log_every, rng=jax.random.key(seed + 10_000),
-                       selection=selection)
+        selection = loop.Selection(
+            evaluate=dev_ccc, every=f.eval_every, key="avg", patience=f.patience
+        )
+    state = loop.train(
+        name=name,
+        workdir=workdir,
+        state=state,
+        step_fn=programs.emotion_step,
+        batches=batches.batch,
+        mesh=mesh,
+        num_steps=f.num_steps,
+        checkpoint_every=f.checkpoint_every,
+        log_every=f.log_every,
+        rng=jax.random.key(seed + 10_000),
+        selection=selection,
+    )
     # Model selection sees the dev split only; the test split is read once, here.
     params = checkpoint.restore_best_params(workdir, state.params) or state.params
-    result = {"fold": fold, "seed": seed_index,
-              "selected_step": checkpoint.read_best(workdir)["step"] or f.num_steps,
-              "label_mean": label_mean.tolist(), "label_std": label_std.tolist()}
+    result = {
+        "fold": fold,
+        "seed": seed_index,
+        "selected_step": checkpoint.read_best(workdir)["step"] or f.num_steps,
+        "label_mean": label_mean.tolist(),
+        "label_std": label_std.tolist(),
+    }
     for split_name in ("dev", "test"):
         utts = emo.subset(split[split_name])
-        preds = evaluate.predict_split(programs.predict, params, utts, buckets,
-                                       f.eval_batch_size, mesh, label_mean, label_std)
-        result[split_name] = {"ccc": evaluate.corpus_ccc(preds, utts.labels),
-                              "names": utts.names.tolist(), "preds": preds.tolist(),
-                              "targets": utts.labels.tolist()}
+        preds = evaluate.predict_split(
+            programs.predict,
+            params,
+            utts,
+            buckets,
+            f.eval_batch_size,
+            mesh,
+            label_mean,
+            label_std,
+        )
+        result[split_name] = {
+            "ccc": evaluate.corpus_ccc(preds, utts.labels),
+            "names": utts.names.tolist(),
+            "preds": preds.tolist(),
+            "targets": utts.labels.tolist(),
+        }
     if jax.process_index() == 0:
         with open(result_path, "w") as fh:
             json.dump(result, fh)
-    log.info("%s: test CCC %s", name,
-             " ".join(f"{k} {v:.3f}" for k, v in result["test"]["ccc"].items()))
+    log.info(
+        "%s: test CCC %s",
+        name,
+        " ".join(f"{k} {v:.3f}" for k, v in result["test"]["ccc"].items()),
+    )
     return result
 
 
-def run_method(config, workdir: str, emo: pipeline.Utterances,
-               programs: dict | None = None) -> dict:
+def run_method(
+    config, workdir: str, emo: pipeline.Utterances, programs: dict | None = None
+) -> dict:
     """All stages of one method on the emotion corpus `emo`; returns its report row."""
     programs = {} if programs is None else programs
     main_process_first(lambda: claim_workdir(config, workdir), f"claim {workdir}")
     mesh = sharding.make_mesh()
-    for field in ("pretrain.batch_size", "finetune.batch_size", "finetune.eval_batch_size"):
+    for field in (
+        "pretrain.batch_size",
+        "finetune.batch_size",
+        "finetune.eval_batch_size",
+    ):
         stage, name = field.split(".")
         sharding.check_batch_size(config[stage][name], field)
     key = _program_key(config)
@@ -244,41 +353,76 @@ def run_method(config, workdir: str, emo: pipeline.Utterances,
 
     cpc_checkpoint = None
     if config.method == "pre_cpc":
-        unlabeled = main_process_first(lambda: sources.unlabeled_corpus(config),
-                                       "unlabeled corpus")
-        cpc_checkpoint = pretrain_stage(config, prog, mesh, unlabeled,
-                                        os.path.join(workdir, "pretrain"), f"{label} pretrain")
+        unlabeled = main_process_first(
+            lambda: sources.unlabeled_corpus(config), "unlabeled corpus"
+        )
+        cpc_checkpoint = pretrain_stage(
+            config,
+            prog,
+            mesh,
+            unlabeled,
+            os.path.join(workdir, "pretrain"),
+            f"{label} pretrain",
+        )
     runs, cpc_checkpoints = [], {}
-    folds = protocols.folds(emo, config.corpus, tuple(config.folds),
-                            config.finetune.dev_fraction, config.seed)
+    folds = protocols.folds(
+        emo,
+        config.corpus,
+        tuple(config.folds),
+        config.finetune.dev_fraction,
+        config.seed,
+    )
     for fold, split in folds.items():
         if config.method == "mini_cpc":
             # Labels unused; the test session's audio stays out of pretraining too.
             own_audio = emo.subset(np.concatenate([split["train"], split["dev"]]))
             cpc_checkpoint = pretrain_stage(
-                config, prog, mesh, own_audio,
-                os.path.join(workdir, "pretrain", f"fold{fold}"), f"{label} pretrain fold{fold}")
+                config,
+                prog,
+                mesh,
+                own_audio,
+                os.path.join(workdir, "pretrain", f"fold{fold}"),
+                f"{label} pretrain fold{fold}",
+            )
         cpc_checkpoints[fold] = cpc_checkpoint
         for s in range(config.seeds):
             result = finetune_run(
-                config, prog, mesh, emo, split, fold, s,
+                config,
+                prog,
+                mesh,
+                emo,
+                split,
+                fold,
+                s,
                 os.path.join(workdir, "finetune", f"fold{fold}", f"seed{s}"),
-                cpc_checkpoint, f"{label} fold{fold} seed{s}")
-            runs.append({"fold": fold, "seed": s, "result": result,
-                         "preds": np.asarray(result["test"]["preds"]),
-                         "targets": np.asarray(result["test"]["targets"])})
+                cpc_checkpoint,
+                f"{label} fold{fold} seed{s}",
+            )
+            runs.append(
+                {
+                    "fold": fold,
+                    "seed": s,
+                    "result": result,
+                    "preds": np.asarray(result["test"]["preds"]),
+                    "targets": np.asarray(result["test"]["targets"]),
+                }
+            )
     probe_ccc = None
     if cpc_checkpoint is not None and config.analysis.probe:
         try:
-            probe_ccc = cpc_analysis(config, emo, folds, cpc_checkpoints, mesh, workdir, label)
+            probe_ccc = cpc_analysis(
+                config, emo, folds, cpc_checkpoints, mesh, workdir, label
+            )
         except ValueError as e:  # e.g. too few training utterances for a probe
             log.warning("%s: no linear probe or t-SNE: %s", label, e)
     if config.analysis.plots and jax.process_index() == 0:
         plot_dir = os.path.join(workdir, PLOTS_DIR)
         plots.training_curves(workdir, os.path.join(plot_dir, "training_curves.png"))
-        plots.predicted_vs_true([r["result"] for r in runs if r["seed"] == 0],
-                                os.path.join(plot_dir, "predicted_vs_true.png"),
-                                title=f"{label}, seed 0, test predictions of every fold")
+        plots.predicted_vs_true(
+            [r["result"] for r in runs if r["seed"] == 0],
+            os.path.join(plot_dir, "predicted_vs_true.png"),
+            title=f"{label}, seed 0, test predictions of every fold",
+        )
     return report.method_row(config.method, runs, config_hash(config), probe_ccc)
 
 
@@ -290,8 +434,15 @@ def config_hash(config) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def cpc_analysis(config, emo: pipeline.Utterances, folds: dict, checkpoints: dict, mesh,
-                 workdir: str, label: str) -> dict:
+def cpc_analysis(
+    config,
+    emo: pipeline.Utterances,
+    folds: dict,
+    checkpoints: dict,
+    mesh,
+    workdir: str,
+    label: str,
+) -> dict:
     """Linear probe of the frozen CPC features per fold, and their t-SNE.
 
     No label reaches the CPC features: the probe fits a ridge regression on
@@ -304,23 +455,37 @@ def cpc_analysis(config, emo: pipeline.Utterances, folds: dict, checkpoints: dic
         ckpt = checkpoints[fold]
         if ckpt not in embeddings:
             params = probe.load_cpc_params(ckpt, config, mesh)
-            embeddings[ckpt] = probe.utterance_embeddings(params, config, emo, mesh,
-                                                          config.finetune.eval_batch_size)
+            embeddings[ckpt] = probe.utterance_embeddings(
+                params, config, emo, mesh, config.finetune.eval_batch_size
+            )
         x = embeddings[ckpt]
         train = np.concatenate([split["train"], split["dev"]])
-        fit = probe.linear_probe(x[train], emo.labels[train], x[split["test"]],
-                                 emo.labels[split["test"]], seed=config.seed)
+        fit = probe.linear_probe(
+            x[train],
+            emo.labels[train],
+            x[split["test"]],
+            emo.labels[split["test"]],
+            seed=config.seed,
+        )
         preds.append(fit["preds"])
         targets.append(emo.labels[split["test"]])
     pooled = evaluate.corpus_ccc(np.concatenate(preds), np.concatenate(targets))
-    log.info("%s: linear probe of CPC features, CCC %s", label,
-             " ".join(f"{k} {v:.3f}" for k, v in pooled.items()))
+    log.info(
+        "%s: linear probe of CPC features, CCC %s",
+        label,
+        " ".join(f"{k} {v:.3f}" for k, v in pooled.items()),
+    )
     if config.analysis.plots and jax.process_index() == 0:
         first = checkpoints[next(iter(folds))]
-        plots.tsne(embeddings[first], emo.categories, sources.category_names(config),
-                   emo.labels[:, 0], os.path.join(workdir, PLOTS_DIR, "tsne.png"),
-                   seed=config.seed, title=f"{label}: utterance means of c_t, no labels "
-                                           f"used in training")
+        plots.tsne(
+            embeddings[first],
+            emo.categories,
+            sources.category_names(config),
+            emo.labels[:, 0],
+            os.path.join(workdir, PLOTS_DIR, "tsne.png"),
+            seed=config.seed,
+            title=f"{label}: utterance means of c_t, no labels used in training",
+        )
     return pooled
 
 
@@ -341,7 +506,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     programs: dict = {}
     rows = []
     for c in method_configs:
-        method_dir = workdir if "methods" not in config else os.path.join(workdir, c.method)
+        method_dir = (
+            workdir if "methods" not in config else os.path.join(workdir, c.method)
+        )
         rows.append(run_method(c, method_dir, emo, programs))
-    return report.write(workdir, config.corpus, protocols.protocol_name(config.corpus), rows,
-                        to_disk=jax.process_index() == 0)
+    return report.write(
+        workdir,
+        config.corpus,
+        protocols.protocol_name(config.corpus),
+        rows,
+        to_disk=jax.process_index() == 0,
+    )

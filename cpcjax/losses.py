@@ -101,12 +101,14 @@ def info_nce(zhat, z, neg_idx, frame_lens, group_size):
     if group_size < 1 or batch % group_size:
         raise ValueError(
             f"model.negatives_group_size: {group_size} must divide the batch "
-            f"size {batch}")
+            f"size {batch}"
+        )
     groups = batch // group_size
     zhat_g = zhat.reshape(groups, group_size, num_frames, num_steps, dim)
     z_g = z.reshape(groups, group_size * num_frames, dim)  # [Gn, G*T, D]
-    scores = jnp.einsum("gjtkd,gnd->gjtkn", zhat_g, z_g,
-                        preferred_element_type=jnp.float32)  # [Gn, G, T, K, G*T]
+    scores = jnp.einsum(
+        "gjtkd,gnd->gjtkn", zhat_g, z_g, preferred_element_type=jnp.float32
+    )  # [Gn, G, T, K, G*T]
 
     steps = jnp.arange(1, num_steps + 1)  # [K]
     target = jnp.arange(num_frames)[:, None] + steps[None, :]  # [T, K]
@@ -122,7 +124,8 @@ def info_nce(zhat, z, neg_idx, frame_lens, group_size):
     nll = -jax.nn.log_softmax(picked, axis=-1)[..., 0]  # [B, T, K]
     valid = (target[None] < jnp.asarray(frame_lens)[:, None, None]).astype(jnp.float32)
     per_step = jnp.sum(nll * valid, axis=(0, 1)) / jnp.maximum(
-        jnp.sum(valid, axis=(0, 1)), 1.0)  # [K]
+        jnp.sum(valid, axis=(0, 1)), 1.0
+    )  # [K]
     correct = (jnp.argmax(picked, axis=-1) == 0).astype(jnp.float32)
     accuracy = jnp.sum(correct * valid) / jnp.maximum(jnp.sum(valid), 1.0)
     return jnp.sum(per_step), accuracy

@@ -10,22 +10,35 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Method config file[:arg].",
-                                          lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and "
-                               "the report; rerunning continues what is there.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Method config file[:arg].", lock_config=False
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir",
+    None,
+    "Directory for checkpoints, metrics and "
+    "the report; rerunning continues what is there.",
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
+    "coordinator_address",
+    os.environ.get("JAX_COORDINATOR_ADDRESS"),
     "host:port of process 0 when several processes share a run (multi-host GPU, "
-    "or CPU tests); with --num_processes and --process_id.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes",
-                                      int(os.environ.get("JAX_NUM_PROCESSES", "1")),
-                                      "Processes in the run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", int(os.environ.get("JAX_PROCESS_ID", "0")),
-                                   "This process' index.")
+    "or CPU tests); with --num_processes and --process_id.",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes",
+    int(os.environ.get("JAX_NUM_PROCESSES", "1")),
+    "Processes in the run.",
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", int(os.environ.get("JAX_PROCESS_ID", "0")), "This process' index."
+)
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() and let JAX find the "
-    "cluster itself (TPU pod slices, SLURM).")
+    "distributed",
+    False,
+    "Call jax.distributed.initialize() and let JAX find the "
+    "cluster itself (TPU pod slices, SLURM).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,9 +48,11 @@ def _start_distributed(jax) -> None:
         if "cpu" in os.environ.get("JAX_PLATFORMS", "cpu"):
             # Without accelerators, cross-process collectives go through gloo.
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                                   num_processes=_NUM_PROCESSES.value,
-                                   process_id=_PROCESS_ID.value)
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
     elif _DISTRIBUTED.value:
         jax.distributed.initialize()
 
@@ -64,8 +79,13 @@ def main(argv) -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    log.info("process %d/%d, %d devices (%s)", jax.process_index(),
-                 jax.process_count(), jax.device_count(), jax.devices()[0].device_kind)
+    log.info(
+        "process %d/%d, %d devices (%s)",
+        jax.process_index(),
+        jax.process_count(),
+        jax.device_count(),
+        jax.devices()[0].device_kind,
+    )
     loop.stop_on_sigterm()
     try:
         experiment.run(_CONFIG.value, _WORKDIR.value)

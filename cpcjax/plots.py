@@ -81,10 +81,15 @@ def _find_runs(workdir: str) -> list[dict]:
         if os.path.exists(os.path.join(root, RESULT_FILE)):
             with open(os.path.join(root, RESULT_FILE)) as fh:
                 result = json.load(fh)
-        runs.append({"kind": parts[i], "method": _method_label(workdir, parts[:i]),
-                     "name": "/".join(parts[i + 1:]),
-                     "lines": _read_jsonl(os.path.join(root, METRICS_FILE)),
-                     "result": result})
+        runs.append(
+            {
+                "kind": parts[i],
+                "method": _method_label(workdir, parts[:i]),
+                "name": "/".join(parts[i + 1 :]),
+                "lines": _read_jsonl(os.path.join(root, METRICS_FILE)),
+                "result": result,
+            }
+        )
     return runs
 
 
@@ -118,16 +123,18 @@ def training_curves(workdir: str, out_path: str, dpi: int = DPI) -> str:
     runs = _find_runs(workdir)
     if not runs:
         raise FileNotFoundError(f"no {METRICS_FILE} under {workdir}")
-    panels = [p for p in CURVE_PANELS
-              if any(r["kind"] == p[0] and _series(r["lines"], p[1])[0].size
-                     for r in runs)]
+    panels = [
+        p
+        for p in CURVE_PANELS
+        if any(r["kind"] == p[0] and _series(r["lines"], p[1])[0].size for r in runs)
+    ]
     methods = list(dict.fromkeys(r["method"] for r in runs))
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     ncols = min(PANELS_PER_ROW, len(panels))
     nrows = -(-len(panels) // ncols)
     fig = Figure(figsize=(3.6 * ncols, 3.0 * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_axis_off()
     has_dev = False
     for ax, (kind, key, title, ylabel) in zip(axes, panels):
@@ -141,8 +148,16 @@ def training_curves(workdir: str, out_path: str, dpi: int = DPI) -> str:
             dim = key.removeprefix("ccc_")
             if r["result"] is not None and dim in DIMENSION_NAMES:
                 at = r["result"].get("selected_step", steps[-1])
-                ax.plot(at, r["result"]["dev"]["ccc"][dim], "o", ms=5, mec="k",
-                        mew=0.6, color=colors[r["method"]], zorder=3)
+                ax.plot(
+                    at,
+                    r["result"]["dev"]["ccc"][dim],
+                    "o",
+                    ms=5,
+                    mec="k",
+                    mew=0.6,
+                    color=colors[r["method"]],
+                    zorder=3,
+                )
                 has_dev = True
         for method, series in by_method.items():
             # The mean only over the steps every run logged, so runs of
@@ -159,18 +174,36 @@ def training_curves(workdir: str, out_path: str, dpi: int = DPI) -> str:
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=colors[m], lw=1.6, label=m) for m in methods]
     if has_dev:
-        handles.append(Line2D([], [], ls="", marker="o", color="0.6", mec="k", mew=0.6,
-                              label="dev CCC, selected step"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles),
-               fontsize=9, frameon=False)
-    fig.suptitle(f"Training curves: {os.path.basename(os.path.abspath(workdir))} "
-                 f"({len(runs)} stages; light = one run, dark = mean over runs)",
-                 fontsize=11)
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="o",
+                color="0.6",
+                mec="k",
+                mew=0.6,
+                label="dev CCC, selected step",
+            )
+        )
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=len(handles),
+        fontsize=9,
+        frameon=False,
+    )
+    fig.suptitle(
+        f"Training curves: {os.path.basename(os.path.abspath(workdir))} "
+        f"({len(runs)} stages; light = one run, dark = mean over runs)",
+        fontsize=11,
+    )
     return _save(fig, out_path, dpi)
 
 
-def predicted_vs_true(results: Sequence[dict], out_path: str, title: str | None = None,
-                      dpi: int = DPI) -> str:
+def predicted_vs_true(
+    results: Sequence[dict], out_path: str, title: str | None = None, dpi: int = DPI
+) -> str:
     """Test predictions against labels, pooled over the given runs.
 
     Args:
@@ -183,10 +216,12 @@ def predicted_vs_true(results: Sequence[dict], out_path: str, title: str | None 
     Returns:
       out_path.
     """
-    preds = np.concatenate([np.asarray(r["test"]["preds"], np.float64)
-                            for r in results])  # [N, 3]
-    targets = np.concatenate([np.asarray(r["test"]["targets"], np.float64)
-                              for r in results])  # [N, 3]
+    preds = np.concatenate(
+        [np.asarray(r["test"]["preds"], np.float64) for r in results]
+    )  # [N, 3]
+    targets = np.concatenate(
+        [np.asarray(r["test"]["targets"], np.float64) for r in results]
+    )  # [N, 3]
     ccc = evaluate.corpus_ccc(preds, targets)
     fig = Figure(figsize=(12.6, 4.6), layout="constrained")
     axes = fig.subplots(1, 3)
@@ -204,15 +239,24 @@ def predicted_vs_true(results: Sequence[dict], out_path: str, title: str | None 
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=9)
     if title is None:
-        title = (f"Test predictions vs labels: {len(preds)} utterances from "
-                 f"{len(results)} runs (mean CCC {ccc['avg']:.3f})")
+        title = (
+            f"Test predictions vs labels: {len(preds)} utterances from "
+            f"{len(results)} runs (mean CCC {ccc['avg']:.3f})"
+        )
     fig.suptitle(title)
     return _save(fig, out_path, dpi)
 
 
-def tsne(embeddings: np.ndarray, categories: np.ndarray, category_names: Sequence[str],
-         activation: np.ndarray, out_path: str, seed: int = 0, title: str | None = None,
-         dpi: int = DPI) -> tuple[str, np.ndarray]:
+def tsne(
+    embeddings: np.ndarray,
+    categories: np.ndarray,
+    category_names: Sequence[str],
+    activation: np.ndarray,
+    out_path: str,
+    seed: int = 0,
+    title: str | None = None,
+    dpi: int = DPI,
+) -> tuple[str, np.ndarray]:
     """The paper's figure: a 2-D t-SNE of utterance embeddings, by emotion.
 
     Embeddings are standardised per dimension first, so no single large
@@ -235,8 +279,9 @@ def tsne(embeddings: np.ndarray, categories: np.ndarray, category_names: Sequenc
     """
     x = StandardScaler().fit_transform(np.asarray(embeddings, np.float64))
     n = len(x)
-    coords = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca",
-                  random_state=seed).fit_transform(x)  # [N, 2]
+    coords = TSNE(
+        n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed
+    ).fit_transform(x)  # [N, 2]
     categories = np.asarray(categories)
     fig = Figure(figsize=(12, 5.2), layout="constrained")
     ax_cat, ax_act = fig.subplots(1, 2)
@@ -246,12 +291,19 @@ def tsne(embeddings: np.ndarray, categories: np.ndarray, category_names: Sequenc
     for k, name in enumerate(category_names):
         sel = categories == k
         if sel.any():
-            ax_cat.scatter(*coords[sel].T, s=14, alpha=0.8, lw=0, color=f"C{k % 10}",
-                           label=f"{name} ({sel.sum()})")
+            ax_cat.scatter(
+                *coords[sel].T,
+                s=14,
+                alpha=0.8,
+                lw=0,
+                color=f"C{k % 10}",
+                label=f"{name} ({sel.sum()})",
+            )
     ax_cat.legend(title="emotion", fontsize=9, markerscale=1.5, loc="best")
     ax_cat.set_title("Coloured by emotion category")
-    points = ax_act.scatter(*coords.T, s=14, c=np.asarray(activation), cmap="viridis",
-                            alpha=0.85, lw=0)
+    points = ax_act.scatter(
+        *coords.T, s=14, c=np.asarray(activation), cmap="viridis", alpha=0.85, lw=0
+    )
     fig.colorbar(points, ax=ax_act, label="activation")
     ax_act.set_title("Coloured by activation")
     for ax in (ax_cat, ax_act):

@@ -87,19 +87,24 @@ def method_workdir(workdir: str, method: str | None = None) -> tuple[str, dict]:
     """
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.isfile(path):
-        raise WorkdirError(f"{workdir} is not a cpcjax workdir: it has no {CONFIG_FILE} "
-                           f"(pass the --workdir of a `python -m cpcjax.main` run)")
+        raise WorkdirError(
+            f"{workdir} is not a cpcjax workdir: it has no {CONFIG_FILE} "
+            f"(pass the --workdir of a `python -m cpcjax.main` run)"
+        )
     with open(path) as f:
         config = json.load(f)
     if "methods" in config:
         methods = list(config["methods"])
         method = method or methods[-1]
         if method not in methods:
-            raise WorkdirError(f"{workdir} holds the methods {', '.join(methods)}, "
-                               f"not {method!r}")
+            raise WorkdirError(
+                f"{workdir} holds the methods {', '.join(methods)}, not {method!r}"
+            )
         return method_workdir(os.path.join(workdir, method), method)
     if method is not None and config.get("method") != method:
-        raise WorkdirError(f"{workdir} is a run of {config.get('method')!r}, not {method!r}")
+        raise WorkdirError(
+            f"{workdir} is a run of {config.get('method')!r}, not {method!r}"
+        )
     return workdir, config
 
 
@@ -125,23 +130,31 @@ def choose_run(workdir: str, run: str | None = None) -> tuple[str, dict, str]:
     if run is not None:
         path = os.path.join(workdir, run, RESULT_FILE)
         if not os.path.isfile(path):
-            raise WorkdirError(f"{os.path.join(workdir, run)} is not a finished run: it has "
-                               f"no {RESULT_FILE} (written, with the label scale, when "
-                               f"fine-tuning ends)")
+            raise WorkdirError(
+                f"{os.path.join(workdir, run)} is not a finished run: it has "
+                f"no {RESULT_FILE} (written, with the label scale, when "
+                f"fine-tuning ends)"
+            )
         with open(path) as f:
             return os.path.normpath(run), json.load(f), "the run asked for"
-    paths = sorted(glob.glob(os.path.join(workdir, "finetune", "fold*", "seed*", RESULT_FILE)))
+    paths = sorted(
+        glob.glob(os.path.join(workdir, "finetune", "fold*", "seed*", RESULT_FILE))
+    )
     if not paths:
-        raise WorkdirError(f"{workdir} has no finished fine-tuning run (no "
-                           f"finetune/fold*/seed*/{RESULT_FILE}); finish its training first")
+        raise WorkdirError(
+            f"{workdir} has no finished fine-tuning run (no "
+            f"finetune/fold*/seed*/{RESULT_FILE}); finish its training first"
+        )
     results = []
     for p in paths:
         with open(p) as f:
             results.append((os.path.relpath(os.path.dirname(p), workdir), json.load(f)))
     # max keeps the first of equals: the lowest fold and seed.
     best, result = max(results, key=lambda r: _dev_avg(r[1]))
-    why = (f"highest dev CCC avg ({_dev_avg(result):.4f}) of {len(results)} finished "
-           f"run{'s' if len(results) > 1 else ''}")
+    why = (
+        f"highest dev CCC avg ({_dev_avg(result):.4f}) of {len(results)} finished "
+        f"run{'s' if len(results) > 1 else ''}"
+    )
     return best, result, why
 
 
@@ -166,20 +179,32 @@ class Predictor:
 
     @functools.cached_property
     def _predict(self):
-        return jax.jit(finetune.make_predict(self.model),
-                       out_shardings=sharding.replicated(self.mesh))
+        return jax.jit(
+            finetune.make_predict(self.model),
+            out_shardings=sharding.replicated(self.mesh),
+        )
 
     @functools.cached_property
     def _attend(self):
         def attend(params, batch):
-            out, state = self.model.apply({"params": params}, batch["wav"], batch["lengths"],
-                                          mutable=["intermediates"])
-            weights, = state["intermediates"]["recognizer"]["attention"]["attention_weights"]
+            out, state = self.model.apply(
+                {"params": params},
+                batch["wav"],
+                batch["lengths"],
+                mutable=["intermediates"],
+            )
+            (weights,) = state["intermediates"]["recognizer"]["attention"][
+                "attention_weights"
+            ]
             weights = weights.astype(jnp.float32).mean(axis=1)  # [B, queries, keys]
-            valid = jnp.arange(weights.shape[1])[None, :] < out["frame_lens"][:, None]  # [B, T]
+            valid = (
+                jnp.arange(weights.shape[1])[None, :] < out["frame_lens"][:, None]
+            )  # [B, T]
             # Padded queries attend uniformly over the valid frames: leave them out.
             q = valid.astype(jnp.float32)[..., None]  # [B, T, 1]
-            weights = jnp.sum(weights * q, axis=1) / jnp.maximum(jnp.sum(q, axis=1), 1.0)
+            weights = jnp.sum(weights * q, axis=1) / jnp.maximum(
+                jnp.sum(q, axis=1), 1.0
+            )
             return weights, out["frame_lens"]  # [B, T], [B]
 
         return jax.jit(attend, out_shardings=sharding.replicated(self.mesh))
@@ -188,9 +213,12 @@ class Predictor:
         """Utterances over `chunks` and the global batch size to predict them with."""
         n = len(chunks)
         utts = pipeline.Utterances(
-            source=[{"audio": c} for c in chunks], records=np.arange(n),
+            source=[{"audio": c} for c in chunks],
+            records=np.arange(n),
             lengths=np.array([len(c) for c in chunks], np.int64),
-            speakers=np.full(n, ""), names=np.arange(n).astype(str))
+            speakers=np.full(n, ""),
+            names=np.arange(n).astype(str),
+        )
         # Few chunks need no full batch of padding rows; a whole number per device.
         devices = self.mesh.devices.size
         return utts, min(self.batch_size, -(-n // devices) * devices)
@@ -199,23 +227,34 @@ class Predictor:
         """[N, 3] predictions on the label scale for int16 16 kHz chunks."""
         utts, batch = self._chunk_batches(chunks)
         return evaluate.predict_split(
-            self._predict, self.params, utts, self.buckets, batch, self.mesh,
-            np.asarray(self.label_scale["mean"]), np.asarray(self.label_scale["std"]))
+            self._predict,
+            self.params,
+            utts,
+            self.buckets,
+            batch,
+            self.mesh,
+            np.asarray(self.label_scale["mean"]),
+            np.asarray(self.label_scale["std"]),
+        )
 
     def attend_chunks(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
         """Per chunk, the attention weights [frames] over its valid frames."""
         utts, batch = self._chunk_batches(chunks)
         out: list[np.ndarray | None] = [None] * len(chunks)
-        for ids, local in pipeline.eval_batches(utts, self.buckets, batch,
-                                                sharding.process_rows(batch)):
-            weights, frame_lens = self._attend(self.params, sharding.to_global(local, self.mesh))
+        for ids, local in pipeline.eval_batches(
+            utts, self.buckets, batch, sharding.process_rows(batch)
+        ):
+            weights, frame_lens = self._attend(
+                self.params, sharding.to_global(local, self.mesh)
+            )
             weights, frame_lens = np.asarray(weights), np.asarray(frame_lens)
             for row in np.flatnonzero(ids >= 0):
-                out[ids[row]] = weights[row, :frame_lens[row]]
+                out[ids[row]] = weights[row, : frame_lens[row]]
         return out
 
-    def predict_files(self, paths: Sequence[str], max_seconds: float = MAX_SECONDS
-                      ) -> tuple[list[dict], list[tuple[str, str]]]:
+    def predict_files(
+        self, paths: Sequence[str], max_seconds: float = MAX_SECONDS
+    ) -> tuple[list[dict], list[tuple[str, str]]]:
         """See `predict_files`."""
         max_samples = _max_samples(max_seconds)
         rows: list[dict] = []
@@ -230,7 +269,7 @@ class Predictor:
             start = 0
             for row, cs in pending:
                 weights = np.array([len(c) for c in cs], np.float64)
-                mean = weights @ preds[start:start + len(cs)] / weights.sum()  # [3]
+                mean = weights @ preds[start : start + len(cs)] / weights.sum()  # [3]
                 row.update(zip(DIMENSIONS, map(float, mean)))
                 start += len(cs)
             pending.clear()
@@ -245,21 +284,30 @@ class Predictor:
                 errors.append((path, problem))
                 continue
             chunks = split_chunks(wav, max_samples)
-            row = {"file": path, "seconds": len(wav) / pipeline.SAMPLE_RATE,
-                   "chunks": len(chunks)}
+            row = {
+                "file": path,
+                "seconds": len(wav) / pipeline.SAMPLE_RATE,
+                "chunks": len(chunks),
+            }
             rows.append(row)
             pending.append((row, chunks))
             if sum(len(cs) for _, cs in pending) >= GROUP_CHUNKS:
                 flush()
         flush()
-        return ([{k: r[k] for k in ("file", "seconds", *DIMENSIONS, "chunks")} for r in rows],
-                errors)
+        return (
+            [
+                {k: r[k] for k in ("file", "seconds", *DIMENSIONS, "chunks")}
+                for r in rows
+            ],
+            errors,
+        )
 
 
 def _max_samples(max_seconds: float) -> int:
     if not max_seconds >= MIN_CHUNK_SECONDS:
-        raise ValueError(f"max_seconds must be at least {MIN_CHUNK_SECONDS} s "
-                         f"(got {max_seconds})")
+        raise ValueError(
+            f"max_seconds must be at least {MIN_CHUNK_SECONDS} s (got {max_seconds})"
+        )
     return int(max_seconds * pipeline.SAMPLE_RATE)
 
 
@@ -277,10 +325,16 @@ def expand_inputs(paths: Sequence[str]) -> list[tuple[str, str | None]]:
     out: list[tuple[str, str | None]] = []
     for path in paths:
         if os.path.isdir(path):
-            found = sorted(os.path.join(root, name) for root, _, names in os.walk(path)
-                           for name in names if name.lower().endswith(AUDIO_EXTENSIONS))
+            found = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(path)
+                for name in names
+                if name.lower().endswith(AUDIO_EXTENSIONS)
+            )
             if not found:
-                out.append((path, f"folder without {', '.join(AUDIO_EXTENSIONS)} files"))
+                out.append(
+                    (path, f"folder without {', '.join(AUDIO_EXTENSIONS)} files")
+                )
             out.extend((f, None) for f in found)
         elif not os.path.exists(path):
             out.append((path, "no such file"))
@@ -295,14 +349,22 @@ def _restore(model, config, run_dir: str, mesh) -> tuple[dict, str]:
     """The params result.json was computed with, replicated on `mesh`; and
     where they came from. Only params are read: no optimizer is built."""
     length = pipeline.bucket_lengths(config.finetune.buckets)[0]
-    shapes = jax.eval_shape(lambda: model.init(
-        jax.random.key(0), jnp.zeros((1, length), jnp.float32),
-        jnp.full((1,), length, jnp.int32))["params"])
+    shapes = jax.eval_shape(
+        lambda: model.init(
+            jax.random.key(0),
+            jnp.zeros((1, length), jnp.float32),
+            jnp.full((1,), length, jnp.int32),
+        )["params"]
+    )
     rep = sharding.replicated(mesh)
-    like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+    like = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes
+    )
     best_step = checkpoint.read_best(run_dir)["step"]
     if best_step:
-        return checkpoint.restore_best_params(run_dir, like), f"best dev step {best_step}"
+        return checkpoint.restore_best_params(
+            run_dir, like
+        ), f"best dev step {best_step}"
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
         raise WorkdirError(f"{run_dir} has no checkpoints/ to restore params from")
@@ -311,7 +373,9 @@ def _restore(model, config, run_dir: str, mesh) -> tuple[dict, str]:
     ckpts.close()
     if step is None:
         raise WorkdirError(f"{ckpt_dir} holds no checkpoint")
-    return checkpoint.restore_params(ckpt_dir, like, tuple(like)), f"latest checkpoint, step {step}"
+    return checkpoint.restore_params(
+        ckpt_dir, like, tuple(like)
+    ), f"latest checkpoint, step {step}"
 
 
 @functools.lru_cache(maxsize=4)
@@ -324,18 +388,33 @@ def _load_cached(workdir: str, run: str | None, method: str | None) -> Predictor
     mesh = sharding.make_mesh()
     params, source = _restore(model, config, os.path.join(method_dir, run), mesh)
     corpus = config.corpus
-    info = {"workdir": method_dir, "method": config.method, "run": run, "chosen": why,
-            "params": source,
-            "dev_ccc": result.get("dev", {}).get("ccc"),
-            "test_ccc": result.get("test", {}).get("ccc")}
-    label_scale = {"corpus": corpus, "range": LABEL_RANGE.get(corpus),
-                   "mean": list(result["label_mean"]), "std": list(result["label_std"])}
+    info = {
+        "workdir": method_dir,
+        "method": config.method,
+        "run": run,
+        "chosen": why,
+        "params": source,
+        "dev_ccc": result.get("dev", {}).get("ccc"),
+        "test_ccc": result.get("test", {}).get("ccc"),
+    }
+    label_scale = {
+        "corpus": corpus,
+        "range": LABEL_RANGE.get(corpus),
+        "mean": list(result["label_mean"]),
+        "std": list(result["label_std"]),
+    }
     devices = mesh.devices.size
     batch = -(-config.finetune.eval_batch_size // devices) * devices
     log.info("predicting with %s of %s (%s; %s)", run, method_dir, why, source)
-    return Predictor(info=info, label_scale=label_scale, model=model, params=params,
-                     mesh=mesh, buckets=pipeline.bucket_lengths(config.finetune.buckets),
-                     batch_size=batch)
+    return Predictor(
+        info=info,
+        label_scale=label_scale,
+        model=model,
+        params=params,
+        mesh=mesh,
+        buckets=pipeline.bucket_lengths(config.finetune.buckets),
+        batch_size=batch,
+    )
 
 
 def load(workdir: str, run: str | None = None, method: str | None = None) -> Predictor:
@@ -354,9 +433,13 @@ def load(workdir: str, run: str | None = None, method: str | None = None) -> Pre
     return _load_cached(os.path.abspath(workdir), run, method)
 
 
-def predict_files(workdir: str, paths: Sequence[str], run: str | None = None,
-                  max_seconds: float = MAX_SECONDS, method: str | None = None
-                  ) -> tuple[list[dict], list[tuple[str, str]]]:
+def predict_files(
+    workdir: str,
+    paths: Sequence[str],
+    run: str | None = None,
+    max_seconds: float = MAX_SECONDS,
+    method: str | None = None,
+) -> tuple[list[dict], list[tuple[str, str]]]:
     """Predicts every audio file of `paths` (files or folders).
 
     Args:
@@ -374,9 +457,13 @@ def predict_files(workdir: str, paths: Sequence[str], run: str | None = None,
     return load(workdir, run, method).predict_files(paths, max_seconds)
 
 
-def attention_weights(workdir: str, path: str, run: str | None = None,
-                      max_seconds: float = MAX_SECONDS, method: str | None = None
-                      ) -> tuple[float, np.ndarray]:
+def attention_weights(
+    workdir: str,
+    path: str,
+    run: str | None = None,
+    max_seconds: float = MAX_SECONDS,
+    method: str | None = None,
+) -> tuple[float, np.ndarray]:
     """The recognizer's attention over the frames of one file.
 
     Weights are averaged over heads and over the valid query frames, so
@@ -399,14 +486,20 @@ def attention_weights(workdir: str, path: str, run: str | None = None,
     """
     wav = audio.load(path)
     per_chunk = load(workdir, run, method).attend_chunks(
-        split_chunks(wav, _max_samples(max_seconds)))
+        split_chunks(wav, _max_samples(max_seconds))
+    )
     total = sum(len(w) for w in per_chunk)
     weights = np.concatenate([w * (len(w) / total) for w in per_chunk])
     return SECONDS_PER_FRAME, weights.astype(np.float32)
 
 
-def write_outputs(prefix: str, rows: list[dict], errors: list[tuple[str, str]],
-                  predictor: Predictor, max_seconds: float) -> tuple[str, str]:
+def write_outputs(
+    prefix: str,
+    rows: list[dict],
+    errors: list[tuple[str, str]],
+    predictor: Predictor,
+    max_seconds: float,
+) -> tuple[str, str]:
     """Writes PREFIX.csv (the rows) and PREFIX.json (rows, errors, run, scale)."""
     directory = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(directory, exist_ok=True)
@@ -417,19 +510,31 @@ def write_outputs(prefix: str, rows: list[dict], errors: list[tuple[str, str]],
         writer.writeheader()
         writer.writerows(rows)
     with open(json_path, "w") as f:
-        json.dump({"run": predictor.info, "label_scale": predictor.label_scale,
-                   "max_seconds": max_seconds, "predictions": rows,
-                   "errors": [{"file": p, "reason": r} for p, r in errors]}, f, indent=2)
+        json.dump(
+            {
+                "run": predictor.info,
+                "label_scale": predictor.label_scale,
+                "max_seconds": max_seconds,
+                "predictions": rows,
+                "errors": [{"file": p, "reason": r} for p, r in errors],
+            },
+            f,
+            indent=2,
+        )
     return csv_path, json_path
 
 
 def format_table(rows: list[dict]) -> str:
     """The rows as aligned text columns."""
     width = max([len("file")] + [len(r["file"]) for r in rows])
-    lines = [f"{'file':<{width}}  {'seconds':>8}" + "".join(f"  {d:>10}" for d in DIMENSIONS)]
+    lines = [
+        f"{'file':<{width}}  {'seconds':>8}" + "".join(f"  {d:>10}" for d in DIMENSIONS)
+    ]
     for r in rows:
-        lines.append(f"{r['file']:<{width}}  {r['seconds']:>8.2f}"
-                     + "".join(f"  {r[d]:>10.3f}" for d in DIMENSIONS))
+        lines.append(
+            f"{r['file']:<{width}}  {r['seconds']:>8.2f}"
+            + "".join(f"  {r[d]:>10.3f}" for d in DIMENSIONS)
+        )
     return "\n".join(lines)
 
 
@@ -440,8 +545,11 @@ def main(argv) -> None:
     opts = flags.FLAGS
     paths = argv[1:]
     if not paths:
-        print("error: no audio files or folders given (usage: python -m cpcjax.predict "
-              "--workdir=DIR FILE_OR_FOLDER ...)", file=sys.stderr)
+        print(
+            "error: no audio files or folders given (usage: python -m cpcjax.predict "
+            "--workdir=DIR FILE_OR_FOLDER ...)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     try:
         _max_samples(opts.max_seconds)
@@ -450,8 +558,10 @@ def main(argv) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     i = predictor.info
-    print(f"predict: run {i['run']} of {i['workdir']} ({i['chosen']}; params: {i['params']})",
-          file=sys.stderr)
+    print(
+        f"predict: run {i['run']} of {i['workdir']} ({i['chosen']}; params: {i['params']})",
+        file=sys.stderr,
+    )
     rows, errors = predictor.predict_files(paths, opts.max_seconds)
     for path, reason in errors:
         print(f"error: {path}: {reason}", file=sys.stderr)
@@ -459,10 +569,14 @@ def main(argv) -> None:
         print(format_table(rows))
     scale = predictor.label_scale
     scale_text = "{}-{}".format(*scale["range"]) if scale["range"] else "training"
-    csv_path, json_path = write_outputs(opts.out, rows, errors, predictor, opts.max_seconds)
-    print(f"predict: {len(rows)} file(s) predicted on the {scale['corpus']} "
-          f"{scale_text} scale, {len(errors)} failed; wrote {csv_path} and {json_path}",
-          file=sys.stderr)
+    csv_path, json_path = write_outputs(
+        opts.out, rows, errors, predictor, opts.max_seconds
+    )
+    print(
+        f"predict: {len(rows)} file(s) predicted on the {scale['corpus']} "
+        f"{scale_text} scale, {len(errors)} failed; wrote {csv_path} and {json_path}",
+        file=sys.stderr,
+    )
     sys.exit(1 if errors else 0)
 
 
@@ -471,9 +585,15 @@ def _define_flags() -> None:
     next to cpcjax.main would otherwise define --workdir twice."""
     flags.DEFINE_string("workdir", None, "Workdir of a method run, or of the demo.")
     flags.DEFINE_string("method", None, "Method of a demo workdir (default: its last).")
-    flags.DEFINE_string("run", None, "Run directory relative to the method workdir, "
-                        "e.g. finetune/fold1/seed0 (default: best dev CCC avg).")
-    flags.DEFINE_string("out", "predictions", "Output prefix: PREFIX.csv and PREFIX.json.")
+    flags.DEFINE_string(
+        "run",
+        None,
+        "Run directory relative to the method workdir, "
+        "e.g. finetune/fold1/seed0 (default: best dev CCC avg).",
+    )
+    flags.DEFINE_string(
+        "out", "predictions", "Output prefix: PREFIX.csv and PREFIX.json."
+    )
     flags.DEFINE_float("max_seconds", MAX_SECONDS, "Longest chunk a file is cut into.")
     flags.mark_flags_as_required(["workdir"])
 

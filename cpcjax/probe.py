@@ -34,8 +34,9 @@ def _embed_fn(model, mesh):
     """The jitted mean-of-c_t program; cached so each bucket shape compiles once."""
 
     def embed(params, wav, lengths):
-        _, c, frame_lens = model.apply({"params": params}, wav, lengths,
-                                       method="encode")  # c: [B, T, H]
+        _, c, frame_lens = model.apply(
+            {"params": params}, wav, lengths, method="encode"
+        )  # c: [B, T, H]
         # c is zero past frame_lens, so a plain sum is the sum over valid frames;
         # padding rows (length 0) divide by 1 and come out as zeros.
         total = jnp.sum(c.astype(jnp.float32), axis=1)  # [B, H]
@@ -44,8 +45,9 @@ def _embed_fn(model, mesh):
     return jax.jit(embed, out_shardings=sharding.replicated(mesh))
 
 
-def utterance_embeddings(cpc_params: dict, config, utts: pipeline.Utterances, mesh,
-                         batch_size: int = 32) -> np.ndarray:
+def utterance_embeddings(
+    cpc_params: dict, config, utts: pipeline.Utterances, mesh, batch_size: int = 32
+) -> np.ndarray:
     """Mean context vector of every utterance, each encoded whole.
 
     Utterances go through the model in the padded, length-bucketed batches of
@@ -65,12 +67,18 @@ def utterance_embeddings(cpc_params: dict, config, utts: pipeline.Utterances, me
       [N, context_hidden] float32, row i for utterance i of `utts`.
     """
     sharding.check_batch_size(batch_size, "batch_size (utterance_embeddings)")
-    params = jax.device_put({k: cpc_params[k] for k in ENCODER_KEYS},
-                            sharding.replicated(mesh))
+    params = jax.device_put(
+        {k: cpc_params[k] for k in ENCODER_KEYS}, sharding.replicated(mesh)
+    )
     embed = _embed_fn(state_lib.cpc_model(config), mesh)
-    return evaluate.map_split(lambda batch: embed(params, batch["wav"], batch["lengths"]),
-                              utts, pipeline.bucket_lengths(config.finetune.buckets),
-                              batch_size, mesh, config.model.context_hidden)
+    return evaluate.map_split(
+        lambda batch: embed(params, batch["wav"], batch["lengths"]),
+        utts,
+        pipeline.bucket_lengths(config.finetune.buckets),
+        batch_size,
+        mesh,
+        config.model.context_hidden,
+    )
 
 
 def load_cpc_params(checkpoint_dir: str, config, mesh=None) -> dict:
@@ -93,14 +101,22 @@ def load_cpc_params(checkpoint_dir: str, config, mesh=None) -> dict:
     lengths = jax.ShapeDtypeStruct((1,), jnp.int32)
     shapes = jax.eval_shape(model.init, jax.random.key(0), wav, lengths)["params"]
     rep = sharding.replicated(mesh)
-    like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
-                        {k: shapes[k] for k in ENCODER_KEYS})
+    like = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+        {k: shapes[k] for k in ENCODER_KEYS},
+    )
     return checkpoint.restore_params(checkpoint_dir, like, ENCODER_KEYS)
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                 test_y: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS,
-                 holdout: float = 0.1, seed: int = 0) -> dict:
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    holdout: float = 0.1,
+    seed: int = 0,
+) -> dict:
     """Ridge regression of activation / valence / dominance from fixed features.
 
     Features are standardised with the training set's mean and std. The ridge
@@ -125,8 +141,10 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     train_x, test_x = np.asarray(train_x, np.float64), np.asarray(test_x, np.float64)
     train_y, test_y = np.asarray(train_y, np.float64), np.asarray(test_y, np.float64)
     if len(train_x) < 10:
-        raise ValueError(f"linear_probe: {len(train_x)} training rows are too few to "
-                         "hold some out for choosing the ridge penalty")
+        raise ValueError(
+            f"linear_probe: {len(train_x)} training rows are too few to "
+            "hold some out for choosing the ridge penalty"
+        )
     order = np.random.default_rng(seed).permutation(len(train_x))
     n_held = max(2, int(round(holdout * len(train_x))))
     held, fit = order[:n_held], order[n_held:]

@@ -21,16 +21,16 @@ SCHEMA_VERSION = 2
 # Li et al. 2021, Tables 1 and 2: (mean, std) of avg, act, val, dom.
 PAPER = {
     "iemocap": {
-        "Sup": ((.664, .007), (.638, .017), (.718, .004), (.635, .009)),
-        "jointCPC": ((.562, .012), (.549, .032), (.642, .013), (.491, .016)),
-        "miniCPC": ((.660, .005), (.673, .028), (.702, .009), (.606, .019)),
-        "preCPC": ((.731, .003), (.752, .014), (.752, .009), (.691, .009)),
+        "Sup": ((0.664, 0.007), (0.638, 0.017), (0.718, 0.004), (0.635, 0.009)),
+        "jointCPC": ((0.562, 0.012), (0.549, 0.032), (0.642, 0.013), (0.491, 0.016)),
+        "miniCPC": ((0.660, 0.005), (0.673, 0.028), (0.702, 0.009), (0.606, 0.019)),
+        "preCPC": ((0.731, 0.003), (0.752, 0.014), (0.752, 0.009), (0.691, 0.009)),
     },
     "msp_podcast": {
-        "Sup": ((.458, .005), (.596, .007), (.266, .004), (.501, .013)),
-        "jointCPC": ((.491, .008), (.628, .006), (.280, .006), (.568, .007)),
-        "miniCPC": ((.549, .006), (.688, .009), (.345, .005), (.615, .011)),
-        "preCPC": ((.571, .004), (.706, .006), (.377, .008), (.639, .012)),
+        "Sup": ((0.458, 0.005), (0.596, 0.007), (0.266, 0.004), (0.501, 0.013)),
+        "jointCPC": ((0.491, 0.008), (0.628, 0.006), (0.280, 0.006), (0.568, 0.007)),
+        "miniCPC": ((0.549, 0.006), (0.688, 0.009), (0.345, 0.005), (0.615, 0.011)),
+        "preCPC": ((0.571, 0.004), (0.706, 0.006), (0.377, 0.008), (0.639, 0.012)),
     },
 }
 
@@ -39,8 +39,9 @@ def _mean_std(values) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
-def method_row(method: str, runs: list[dict], config_hash: str = "",
-               probe: dict | None = None) -> dict:
+def method_row(
+    method: str, runs: list[dict], config_hash: str = "", probe: dict | None = None
+) -> dict:
     """One table row from the runs (fold x seed) of one method.
 
     Args:
@@ -58,23 +59,42 @@ def method_row(method: str, runs: list[dict], config_hash: str = "",
     per_seed = []
     for s in seeds:
         mine = [r for r in runs if r["seed"] == s]
-        pooled = evaluate.corpus_ccc(np.concatenate([r["preds"] for r in mine]),
-                                     np.concatenate([r["targets"] for r in mine]))
+        pooled = evaluate.corpus_ccc(
+            np.concatenate([r["preds"] for r in mine]),
+            np.concatenate([r["targets"] for r in mine]),
+        )
         per_seed.append({"seed": s, **pooled})
-    per_fold = [{"fold": r["fold"], "seed": r["seed"], "num_test": len(r["targets"]),
-                 **evaluate.corpus_ccc(r["preds"], r["targets"])}
-                for r in sorted(runs, key=lambda r: (r["fold"], r["seed"]))]
+    per_fold = [
+        {
+            "fold": r["fold"],
+            "seed": r["seed"],
+            "num_test": len(r["targets"]),
+            **evaluate.corpus_ccc(r["preds"], r["targets"]),
+        }
+        for r in sorted(runs, key=lambda r: (r["fold"], r["seed"]))
+    ]
     ccc = {c: _mean_std([p[c] for p in per_seed]) for c in COLUMNS}
-    fold_mean = {c: _mean_std([np.mean([f[c] for f in per_fold if f["seed"] == s])
-                               for s in seeds]) for c in COLUMNS}
+    fold_mean = {
+        c: _mean_std(
+            [np.mean([f[c] for f in per_fold if f["seed"] == s]) for s in seeds]
+        )
+        for c in COLUMNS
+    }
     folds = sorted({r["fold"] for r in runs}, key=str)
     return {
-        "method": METHOD_NAMES[method], "key": method, "ccc": ccc, "fold_mean": fold_mean,
-        "probe": probe, "config_hash": config_hash,
-        "per_seed": per_seed, "per_fold": per_fold,
-        "num_test_utterances": int(sum(len(r["targets"]) for r in runs
-                                       if r["seed"] == seeds[0])),
-        "folds": folds, "seeds": len(seeds),
+        "method": METHOD_NAMES[method],
+        "key": method,
+        "ccc": ccc,
+        "fold_mean": fold_mean,
+        "probe": probe,
+        "config_hash": config_hash,
+        "per_seed": per_seed,
+        "per_fold": per_fold,
+        "num_test_utterances": int(
+            sum(len(r["targets"]) for r in runs if r["seed"] == seeds[0])
+        ),
+        "folds": folds,
+        "seeds": len(seeds),
     }
 
 
@@ -85,11 +105,17 @@ def _cell(stat: dict) -> str:
 def _table(rows: list[dict], key: str, paper: dict | None = None) -> list[str]:
     lines = ["| method | avg | act | val | dom |", "|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['method']} | "
-                     + " | ".join(_cell(row[key][c]) for c in COLUMNS) + " |")
+        lines.append(
+            f"| {row['method']} | "
+            + " | ".join(_cell(row[key][c]) for c in COLUMNS)
+            + " |"
+        )
         if paper and row["method"] in paper:
-            lines.append(f"| {row['method']} (paper) | " + " | ".join(
-                f"{m:.3f} ± {sd:.3f}" for m, sd in paper[row["method"]]) + " |")
+            lines.append(
+                f"| {row['method']} (paper) | "
+                + " | ".join(f"{m:.3f} ± {sd:.3f}" for m, sd in paper[row["method"]])
+                + " |"
+            )
     return lines
 
 
@@ -111,34 +137,61 @@ def markdown(report: dict) -> str:
     ]
     probed = [r for r in rows if r.get("probe")]
     if probed:
-        lines += ["", "Linear probe of the frozen CPC features (ridge regression on the "
-                  "utterance mean of c_t; no fine-tuning), CCC pooled over folds:", "",
-                  "| method | avg | act | val | dom |", "|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | " + " | ".join(f"{r['probe'][c]:.3f}" for c in COLUMNS)
-                  + " |" for r in probed]
-    lines += ["", "Per fold, mean over seeds:", "",
-              "| method | fold | test utterances | avg | act | val | dom |",
-              "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Linear probe of the frozen CPC features (ridge regression on the "
+            "utterance mean of c_t; no fine-tuning), CCC pooled over folds:",
+            "",
+            "| method | avg | act | val | dom |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['method']} | "
+            + " | ".join(f"{r['probe'][c]:.3f}" for c in COLUMNS)
+            + " |"
+            for r in probed
+        ]
+    lines += [
+        "",
+        "Per fold, mean over seeds:",
+        "",
+        "| method | fold | test utterances | avg | act | val | dom |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         for fold in row["folds"]:
             cells = [f for f in row["per_fold"] if f["fold"] == fold]
-            lines.append(f"| {row['method']} | {fold} | {cells[0]['num_test']} | " + " | ".join(
-                f"{np.mean([c[k] for c in cells]):.3f}" for k in COLUMNS) + " |")
+            lines.append(
+                f"| {row['method']} | {fold} | {cells[0]['num_test']} | "
+                + " | ".join(f"{np.mean([c[k] for c in cells]):.3f}" for k in COLUMNS)
+                + " |"
+            )
     lines += ["", "| method | test utterances | seeds | config |", "|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['num_test_utterances']} | {r['seeds']} | "
-              f"{r.get('config_hash', '')} |" for r in rows]
+    lines += [
+        f"| {r['method']} | {r['num_test_utterances']} | {r['seeds']} | "
+        f"{r.get('config_hash', '')} |"
+        for r in rows
+    ]
     if report["corpus"] == "synthetic":
-        lines += ["", "The synthetic corpus is procedurally generated speech-like audio: "
-                  "these numbers show that the pipeline learns, not how well it "
-                  "recognises emotion in real speech."]
+        lines += [
+            "",
+            "The synthetic corpus is procedurally generated speech-like audio: "
+            "these numbers show that the pipeline learns, not how well it "
+            "recognises emotion in real speech.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write(workdir: str, corpus: str, protocol: str, rows: list[dict],
-          to_disk: bool = True) -> dict:
+def write(
+    workdir: str, corpus: str, protocol: str, rows: list[dict], to_disk: bool = True
+) -> dict:
     """Writes report.json and report.md into `workdir` and returns the report."""
-    report = {"schema_version": SCHEMA_VERSION, "corpus": corpus,
-              "protocol": protocol, "rows": rows}
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "corpus": corpus,
+        "protocol": protocol,
+        "rows": rows,
+    }
     if not to_disk:
         return report
     with open(os.path.join(workdir, "report.json"), "w") as f:
@@ -154,24 +207,32 @@ def merge(workdirs: list[str]) -> dict:
     for d in workdirs:
         path = os.path.join(d, "report.json")
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} does not exist: run cpcjax.main with "
-                                    f"--workdir={d} first")
+            raise FileNotFoundError(
+                f"{path} does not exist: run cpcjax.main with --workdir={d} first"
+            )
         with open(path) as f:
             reports.append(json.load(f))
     corpora = {r["corpus"] for r in reports}
     if len(corpora) != 1:
-        raise ValueError(f"the workdirs hold different corpora ({', '.join(sorted(corpora))}); "
-                         f"merge one corpus at a time")
-    return {"schema_version": SCHEMA_VERSION, "corpus": corpora.pop(),
-            "protocol": reports[0]["protocol"],
-            "rows": [row for r in reports for row in r["rows"]]}
+        raise ValueError(
+            f"the workdirs hold different corpora ({', '.join(sorted(corpora))}); "
+            f"merge one corpus at a time"
+        )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "corpus": corpora.pop(),
+        "protocol": reports[0]["protocol"],
+        "rows": [row for r in reports for row in r["rows"]],
+    }
 
 
 def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("--out=")]
     out = next((a.split("=", 1)[1] for a in argv if a.startswith("--out=")), None)
     if not args:
-        print("usage: python -m cpcjax.report DIR [DIR ...] [--out=DIR]", file=sys.stderr)
+        print(
+            "usage: python -m cpcjax.report DIR [DIR ...] [--out=DIR]", file=sys.stderr
+        )
         return 2
     try:
         merged = merge(args)

@@ -13,21 +13,41 @@ from test_main import ROOT
 
 
 def _bench(tmp_path, *flags):
-    env = dict(os.environ, CPCJAX_DATA_DIR=str(tmp_path),
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    return subprocess.run([sys.executable, "-m", "cpcjax.bench", *flags], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ,
+        CPCJAX_DATA_DIR=str(tmp_path),
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "cpcjax.bench", *flags],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
-    proc = _bench(tmp_path, "--corpus=synthetic", "--batch_size=4", "--window=5120",
-                  "--finetune_seconds=1", "--steps=2", "--cases=pretrain,finetune,input",
-                  "--dtypes=float32,bfloat16")
+    proc = _bench(
+        tmp_path,
+        "--corpus=synthetic",
+        "--batch_size=4",
+        "--window=5120",
+        "--finetune_seconds=1",
+        "--steps=2",
+        "--cases=pretrain,finetune,input",
+        "--dtypes=float32,bfloat16",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
     assert [(l["case"], l.get("dtype")) for l in lines] == [
-        ("pretrain", "float32"), ("finetune", "float32"), ("pretrain", "bfloat16"),
-        ("finetune", "bfloat16"), ("input", None)]
+        ("pretrain", "float32"),
+        ("finetune", "float32"),
+        ("pretrain", "bfloat16"),
+        ("finetune", "bfloat16"),
+        ("input", None),
+    ]
     fastest = max(l["audio_s_per_s"] for l in lines if l["case"] == "pretrain")
     ratio = lines[-1]["audio_s_per_s"] / fastest
     assert abs(lines[-1]["vs_pretrain_step"] - ratio) <= 0.01 * ratio + 0.01
@@ -43,20 +63,39 @@ def test_reference_flags_are_the_paper_architecture_in_cpc_audio_terms():
     args = bench.cpc_audio_args(config, 20480)
     flags = dict(zip(args[::2], args[1::2]))
     assert flags == {
-        "--hiddenEncoder": "512", "--hiddenGar": "256", "--arMode": "GRU",
-        "--rnnMode": "linear", "--nPredicts": "12", "--negativeSamplingExt": "128",
-        "--sizeWindow": "20480", "--normMode": "layerNorm", "--learningRate": "0.0002"}
+        "--hiddenEncoder": "512",
+        "--hiddenGar": "256",
+        "--arMode": "GRU",
+        "--rnnMode": "linear",
+        "--nPredicts": "12",
+        "--negativeSamplingExt": "128",
+        "--sizeWindow": "20480",
+        "--normMode": "layerNorm",
+        "--learningRate": "0.0002",
+    }
     config.model.norm = "layer"
-    with pytest.raises(bench.app.UsageError, match="model.norm='layer' has no CPC_audio"):
+    with pytest.raises(
+        bench.app.UsageError, match="model.norm='layer' has no CPC_audio"
+    ):
         bench.cpc_audio_args(config, 20480)
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--cases=reference"], "--cases=reference needs --reference_dir=PATH"),
-    (["--cases=pretrain,speed"], "--cases: speed unknown"),
-    (["--cases=reference", "--reference_dir={tmp}", "--steps=1", "--dtypes=float32"],
-     "--reference_dir={tmp}: {tmp}/cpc/train.py not found"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--cases=reference"], "--cases=reference needs --reference_dir=PATH"),
+        (["--cases=pretrain,speed"], "--cases: speed unknown"),
+        (
+            [
+                "--cases=reference",
+                "--reference_dir={tmp}",
+                "--steps=1",
+                "--dtypes=float32",
+            ],
+            "--reference_dir={tmp}: {tmp}/cpc/train.py not found",
+        ),
+    ],
+)
 def test_bench_rejects_bad_cases_in_one_line(tmp_path, flags, message):
     proc = _bench(tmp_path, *(f.format(tmp=tmp_path) for f in flags))
     assert proc.returncode == 1
@@ -68,11 +107,18 @@ def test_bench_names_what_the_reference_checkout_lacks(tmp_path):
     (fake / "cpc").mkdir(parents=True)
     (fake / "cpc" / "__init__.py").write_text("")
     (fake / "cpc" / "train.py").write_text("import cpc_audio_missing_dependency\n")
-    proc = _bench(tmp_path, "--cases=reference", f"--reference_dir={fake}", "--steps=1",
-                  "--dtypes=float32")
+    proc = _bench(
+        tmp_path,
+        "--cases=reference",
+        f"--reference_dir={fake}",
+        "--steps=1",
+        "--dtypes=float32",
+    )
     assert proc.returncode == 1
     if importlib.util.find_spec("torch") is None:
         assert "--cases=reference needs PyTorch: pip install torch" in proc.stderr
     else:
-        assert (f"--reference_dir={fake}: importing CPC_audio failed (No module named "
-                "'cpc_audio_missing_dependency'); pip install what it names") in proc.stderr
+        assert (
+            f"--reference_dir={fake}: importing CPC_audio failed (No module named "
+            "'cpc_audio_missing_dependency'); pip install what it names"
+        ) in proc.stderr

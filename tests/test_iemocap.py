@@ -19,45 +19,99 @@ HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]"
 # are copied from real files (data_formats/); the others follow their format.
 DIALOGS = {
     ("Session1", "Ses01F_impro05"): [
-        ("[140.2250 - 145.6000]\tSes01F_impro05_F019\tang\t[1.5000, 4.0000, 4.5000]",
-         ["C-E1:\tAnger;\t()", "A-E3:\tval 2; act 4; dom  4;\t()",
-          "A-E4:\tval 1; act 4; dom  5;\t(threatening, belligerent)"], 0.8),
-        ("[146.0100 - 148.2000]\tSes01F_impro05_M003\tneu\t[2.5000, 2.5000, 2.5000]",
-         ["C-E2:\tNeutral;\t()", "A-E1:\tval 3; act 2; dom  2;\t()"], "44k"),
-        ("[150.5000 - 152.1000]\tSes01F_impro05_F020\texc\t[5.5000, 3.5000, 3.0000]",
-         ["C-E3:\tExcited;\t()", "A-E3:\tval 5; act 3; dom  3;\t()"], 0.6),
-        ("[153.0000 - 155.0000]\tSes01F_impro05_M004\tsad\t[2.0000, 2.0000, 0.5000]",
-         ["C-E1:\tSadness;\t()"], 0.5),
+        (
+            "[140.2250 - 145.6000]\tSes01F_impro05_F019\tang\t[1.5000, 4.0000, 4.5000]",
+            [
+                "C-E1:\tAnger;\t()",
+                "A-E3:\tval 2; act 4; dom  4;\t()",
+                "A-E4:\tval 1; act 4; dom  5;\t(threatening, belligerent)",
+            ],
+            0.8,
+        ),
+        (
+            "[146.0100 - 148.2000]\tSes01F_impro05_M003\tneu\t[2.5000, 2.5000, 2.5000]",
+            ["C-E2:\tNeutral;\t()", "A-E1:\tval 3; act 2; dom  2;\t()"],
+            "44k",
+        ),
+        (
+            "[150.5000 - 152.1000]\tSes01F_impro05_F020\texc\t[5.5000, 3.5000, 3.0000]",
+            ["C-E3:\tExcited;\t()", "A-E3:\tval 5; act 3; dom  3;\t()"],
+            0.6,
+        ),
+        (
+            "[153.0000 - 155.0000]\tSes01F_impro05_M004\tsad\t[2.0000, 2.0000, 0.5000]",
+            ["C-E1:\tSadness;\t()"],
+            0.5,
+        ),
         # Two ratings where three belong: malformed.
-        ("[156.0000 - 157.5000]\tSes01F_impro05_F021\tneu\t[2.5000, 2.5000]",
-         ["C-E1:\tNeutral;\t()"], 0.5),
+        (
+            "[156.0000 - 157.5000]\tSes01F_impro05_F021\tneu\t[2.5000, 2.5000]",
+            ["C-E1:\tNeutral;\t()"],
+            0.5,
+        ),
     ],
     ("Session1", "Ses01M_impro07"): [
-        ("[204.8100 - 206.6000]\tSes01M_impro07_M033\thap\t[3.5000, 2.5000, 1.5000]",
-         ["C-E1:\tExcited;\t()", "C-E2:\tHappiness;\t()",
-          "A-E1:\tval 3; act 2; dom  2;\t()", "A-M1:\tval 4; act 3; dom  3;\t()"], 0.7),
-        ("[207.0000 - 209.1000]\tSes01M_impro07_F012\txxx\t[3.0000, 2.5000, 2.0000]",
-         ["C-E1:\tFrustration;\t()", "C-E2:\tNeutral;\t()"], 0.5),
-        ("[210.0000 - 211.0000]\tSes01M_impro07_F013\tneu\t[3.0000, 3.0000, 3.0000]",
-         ["C-E1:\tNeutral;\t()"], None),
+        (
+            "[204.8100 - 206.6000]\tSes01M_impro07_M033\thap\t[3.5000, 2.5000, 1.5000]",
+            [
+                "C-E1:\tExcited;\t()",
+                "C-E2:\tHappiness;\t()",
+                "A-E1:\tval 3; act 2; dom  2;\t()",
+                "A-M1:\tval 4; act 3; dom  3;\t()",
+            ],
+            0.7,
+        ),
+        (
+            "[207.0000 - 209.1000]\tSes01M_impro07_F012\txxx\t[3.0000, 2.5000, 2.0000]",
+            ["C-E1:\tFrustration;\t()", "C-E2:\tNeutral;\t()"],
+            0.5,
+        ),
+        (
+            "[210.0000 - 211.0000]\tSes01M_impro07_F013\tneu\t[3.0000, 3.0000, 3.0000]",
+            ["C-E1:\tNeutral;\t()"],
+            None,
+        ),
     ],
     ("Session2", "Ses02M_script01_1"): [
-        ("[10.1000 - 12.3000]\tSes02M_script01_1_F005\tfru\t[2.0000, 3.5000, 2.5000]",
-         ["C-E1:\tFrustration;\t()"], 0.9),
-        ("[13.0000 - 15.0000]\tSes02M_script01_1_M007\txxx\t[3.0000, 2.5000, 2.0000]",
-         ["C-E2:\tAnger;\t()"], 0.5),
+        (
+            "[10.1000 - 12.3000]\tSes02M_script01_1_F005\tfru\t[2.0000, 3.5000, 2.5000]",
+            ["C-E1:\tFrustration;\t()"],
+            0.9,
+        ),
+        (
+            "[13.0000 - 15.0000]\tSes02M_script01_1_M007\txxx\t[3.0000, 2.5000, 2.0000]",
+            ["C-E2:\tAnger;\t()"],
+            0.5,
+        ),
         # Spaces where the release has TABs: still a summary line.
-        ("[ 16.0000 - 17.5000 ]  Ses02M_script01_1_M008  neu  [2.0000,3.0000,  4.0000]",
-         [], 0.5),
-        ("[18.0000 - 19.0000]\tSes02M_script01_1_F006\tsad\t[1.5000, 1.5000, 2.0000]",
-         ["C-E1:\tSadness;\t()"], "cut"),
-        ("[20.0000 - 21.0000]\tSes02M_script01_1_M009\tneu\t[3.0000, 3.0000, 3.0000]",
-         ["C-E1:\tNeutral;\t()"], "empty"),
+        (
+            "[ 16.0000 - 17.5000 ]  Ses02M_script01_1_M008  neu  [2.0000,3.0000,  4.0000]",
+            [],
+            0.5,
+        ),
+        (
+            "[18.0000 - 19.0000]\tSes02M_script01_1_F006\tsad\t[1.5000, 1.5000, 2.0000]",
+            ["C-E1:\tSadness;\t()"],
+            "cut",
+        ),
+        (
+            "[20.0000 - 21.0000]\tSes02M_script01_1_M009\tneu\t[3.0000, 3.0000, 3.0000]",
+            ["C-E1:\tNeutral;\t()"],
+            "empty",
+        ),
     ],
 }
-KEPT = {"Ses01F_impro05_F019", "Ses01F_impro05_M003", "Ses01F_impro05_F020",
-        "Ses01F_impro05_M004", "Ses01M_impro07_M033", "Ses01M_impro07_F012",
-        "Ses02M_script01_1_F005", "Ses02M_script01_1_M007", "Ses02M_script01_1_M008"}
+KEPT = {
+    "Ses01F_impro05_F019",
+    "Ses01F_impro05_M003",
+    "Ses01F_impro05_F020",
+    "Ses01F_impro05_M004",
+    "Ses01M_impro07_M033",
+    "Ses01M_impro07_F012",
+    "Ses02M_script01_1_F005",
+    "Ses02M_script01_1_M007",
+    "Ses02M_script01_1_M008",
+}
 
 
 def _speech_like(seconds, rate, seed, channels=1):
@@ -70,8 +124,9 @@ def _speech_like(seconds, rate, seed, channels=1):
 def _write_wav(path, kind, seed):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if kind == "44k":
-        sf.write(path, _speech_like(0.75, 44100, seed, channels=2), 44100,
-                 subtype="PCM_16")
+        sf.write(
+            path, _speech_like(0.75, 44100, seed, channels=2), 44100, subtype="PCM_16"
+        )
     elif kind == "empty":
         open(path, "wb").close()
     elif kind == "cut":
@@ -95,8 +150,13 @@ def write_release(root):
             utt = re.search(r"Ses0\S+", summary).group()
             if wav is not None:
                 seed += 1
-                _write_wav(os.path.join(release, session, "sentences", "wav", dialog,
-                                        f"{utt}.wav"), wav, seed)
+                _write_wav(
+                    os.path.join(
+                        release, session, "sentences", "wav", dialog, f"{utt}.wav"
+                    ),
+                    wav,
+                    seed,
+                )
         with open(os.path.join(labels_dir, f"{dialog}.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")
     labels_dir = os.path.join(release, "Session1", "dialog", "EmoEvaluation")
@@ -107,9 +167,11 @@ def write_release(root):
     # reported if they were read.
     os.makedirs(os.path.join(labels_dir, "Attribute"))
     with open(os.path.join(labels_dir, "Attribute", "Ses01F_impro05_e3.txt"), "w") as f:
-        f.write("Ses01F_impro05_F019 :act 4; val 2; dom 4; ()\n"
-                "[1.0 - 2.0]\tSes01F_impro05_F019\tneu\t[1.0000, 1.0000, 1.0000]\n"
-                "[not a summary line\n")
+        f.write(
+            "Ses01F_impro05_F019 :act 4; val 2; dom 4; ()\n"
+            "[1.0 - 2.0]\tSes01F_impro05_F019\tneu\t[1.0000, 1.0000, 1.0000]\n"
+            "[not a summary line\n"
+        )
     with open(os.path.join(labels_dir, "Ses01F_impro05.txt~"), "w") as f:
         f.write("[1.0 - 2.0]\tSes01F_impro05_F019\tneu\t[1.0000, 1.0000, 1.0000]\n")
     return release
@@ -119,15 +181,22 @@ def _prepare(data_dir, manual_dir):
     builder = iemocap.Iemocap(data_dir=str(data_dir))
     builder.download_and_prepare(
         file_format="array_record",
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir),
-                                                     try_download_gcs=False))
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=str(manual_dir), try_download_gcs=False
+        ),
+    )
     return builder
 
 
 def _line_of(release, utt):
-    """"<label file>:<line>" of the summary line of `utt`."""
-    path = os.path.join(release, f"Session{int(utt[4])}", "dialog", "EmoEvaluation",
-                        utt.rsplit("_", 1)[0] + ".txt")
+    """ "<label file>:<line>" of the summary line of `utt`."""
+    path = os.path.join(
+        release,
+        f"Session{int(utt[4])}",
+        "dialog",
+        "EmoEvaluation",
+        utt.rsplit("_", 1)[0] + ".txt",
+    )
     with open(path) as f:
         lineno = next(i for i, line in enumerate(f, start=1) if utt in line)
     return f"{path}:{lineno}"
@@ -184,7 +253,11 @@ def test_metadata_fields(prepared):
     assert _text(examples["Ses01M_impro07_F012"]["speaker"]) == "Ses01F"
     assert _text(examples["Ses02M_script01_1_F005"]["speaker"]) == "Ses02F"
     assert {_text(e["speaker"]) for e in examples.values()} == {
-        "Ses01F", "Ses01M", "Ses02F", "Ses02M"}
+        "Ses01F",
+        "Ses01M",
+        "Ses02F",
+        "Ses02M",
+    }
     assert _text(ex["dialog"]) == "Ses01F_impro05"
     assert _text(examples["Ses02M_script01_1_M007"]["dialog"]) == "Ses02M_script01_1"
     assert ex["session"] == 1 and examples["Ses02M_script01_1_M007"]["session"] == 2
@@ -214,18 +287,32 @@ def test_report_lists_every_skipped_item_with_reason(prepared):
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert len(rows) == 4 == len(builder.problems)
     by_where = {r["where"]: r for r in rows}
-    cut = os.path.join(release, "Session2", "sentences", "wav", "Ses02M_script01_1",
-                       "Ses02M_script01_1_F006.wav")
+    cut = os.path.join(
+        release,
+        "Session2",
+        "sentences",
+        "wav",
+        "Ses02M_script01_1",
+        "Ses02M_script01_1_F006.wav",
+    )
     empty = cut.replace("F006", "M009")
     assert by_where[cut]["kind"] == "audio" and "truncated" in by_where[cut]["reason"]
-    assert by_where[empty]["kind"] == "audio" and by_where[empty]["reason"] == "empty (0 bytes)"
+    assert (
+        by_where[empty]["kind"] == "audio"
+        and by_where[empty]["reason"] == "empty (0 bytes)"
+    )
     malformed = by_where[_line_of(release, "Ses01F_impro05_F021")]
     assert malformed["kind"] == "label" and "malformed" in malformed["reason"]
     missing = by_where[_line_of(release, "Ses01M_impro07_F013")]
     assert missing["kind"] == "label"
     assert missing["reason"] == "wav missing: " + os.path.join(
-        release, "Session1", "sentences", "wav", "Ses01M_impro07",
-        "Ses01M_impro07_F013.wav")
+        release,
+        "Session1",
+        "sentences",
+        "wav",
+        "Ses01M_impro07",
+        "Ses01M_impro07_F013.wav",
+    )
     # Nothing from the sub-folder, the resource fork or the backup file.
     assert not any("Attribute" in w or "._" in w or "~" in w for w in by_where)
 

@@ -9,11 +9,14 @@ from cpcjax.losses import ccc, ccc_loss, info_nce
 
 
 def test_ccc_golden_values():
-    np.testing.assert_allclose(ccc(jnp.array([0.0, 1, 1]), jnp.array([0.0, 1, 2])),
-                               2 / 3, atol=1e-4)
     np.testing.assert_allclose(
-        ccc(jnp.array([2.5, 0.0, 2, 8]), jnp.array([3.0, -0.5, 2, 7])), 0.97679,
-        atol=1e-5)
+        ccc(jnp.array([0.0, 1, 1]), jnp.array([0.0, 1, 2])), 2 / 3, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        ccc(jnp.array([2.5, 0.0, 2, 8]), jnp.array([3.0, -0.5, 2, 7])),
+        0.97679,
+        atol=1e-5,
+    )
 
 
 def test_ccc_is_one_for_identical_and_finite_for_constant_inputs():
@@ -27,8 +30,12 @@ def test_ccc_mask_equals_ccc_of_the_subset():
     x, y = rng.normal(size=(10, 3)), rng.normal(size=(10, 3))
     keep = np.array([1, 1, 0, 1, 0, 1, 1, 1, 0, 1], bool)
     want = ccc(jnp.asarray(x[keep]), jnp.asarray(y[keep]))
-    np.testing.assert_allclose(ccc(jnp.asarray(x), jnp.asarray(y), jnp.asarray(keep)),
-                               want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        ccc(jnp.asarray(x), jnp.asarray(y), jnp.asarray(keep)),
+        want,
+        rtol=1e-6,
+        atol=1e-6,
+    )
     # Samples on axis 1 and a per-column reference.
     got = ccc(jnp.asarray(x.T), jnp.asarray(y.T), jnp.asarray(keep), axis=1)
     for d in range(3):
@@ -45,7 +52,8 @@ def test_ccc_loss_weights_the_three_dimensions():
     want = [ccc(preds[:6, d], targets[:6, d]) for d in range(3)]
     np.testing.assert_allclose(cccs, want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(
-        loss, 1 - 0.5 * want[0] - 0.2 * want[1] - 0.3 * want[2], rtol=1e-6, atol=1e-6)
+        loss, 1 - 0.5 * want[0] - 0.2 * want[1] - 0.3 * want[2], rtol=1e-6, atol=1e-6
+    )
     perfect, _ = ccc_loss(targets, targets)
     np.testing.assert_allclose(perfect, 0.0, atol=1e-6)
 
@@ -78,8 +86,13 @@ def test_info_nce_matches_explicit_loops():
     z = rng.normal(size=(batch, frames, dim)).astype(np.float32)
     neg_idx = rng.integers(0, group * frames, size=(batch, frames, steps, negatives))
     frame_lens = np.array([6, 4, 5, 3])
-    loss, accuracy = info_nce(jnp.asarray(zhat), jnp.asarray(z), jnp.asarray(neg_idx),
-                              jnp.asarray(frame_lens), group)
+    loss, accuracy = info_nce(
+        jnp.asarray(zhat),
+        jnp.asarray(z),
+        jnp.asarray(neg_idx),
+        jnp.asarray(frame_lens),
+        group,
+    )
     want_loss, want_accuracy = _info_nce_loops(zhat, z, neg_idx, frame_lens, group)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(accuracy, want_accuracy, rtol=1e-6)
@@ -95,11 +108,17 @@ def test_info_nce_is_float32_for_bfloat16_inputs_and_differentiable():
     loss, _ = info_nce(zhat, z, neg_idx, lens, 2)
     assert loss.dtype == jnp.float32 and np.isfinite(float(loss))
     grad = jax.grad(lambda a: info_nce(a, z.astype(jnp.float32), neg_idx, lens, 2)[0])(
-        zhat.astype(jnp.float32))
+        zhat.astype(jnp.float32)
+    )
     assert np.all(np.isfinite(np.asarray(grad))) and np.any(np.asarray(grad) != 0)
 
 
 def test_info_nce_rejects_batch_not_divisible_by_group():
     with pytest.raises(ValueError, match="model.negatives_group_size"):
-        info_nce(jnp.zeros((3, 4, 1, 2)), jnp.zeros((3, 4, 2)),
-                 jnp.zeros((3, 4, 1, 2), jnp.int32), jnp.array([4, 4, 4]), 2)
+        info_nce(
+            jnp.zeros((3, 4, 1, 2)),
+            jnp.zeros((3, 4, 2)),
+            jnp.zeros((3, 4, 1, 2), jnp.int32),
+            jnp.array([4, 4, 4]),
+            2,
+        )

@@ -13,17 +13,34 @@ from cpcjax import config as config_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A model and schedule small enough for a test, for any corpus.
 TINY_RUN = [
-    "seeds=1", "model.channels=16", "model.context_hidden=16", "model.d_model=16",
-    "model.mlp_hidden=16", "model.num_negatives=8", "model.predict_steps=4",
-    "pretrain.window=5120", "pretrain.num_steps=4", "pretrain.checkpoint_every=2",
-    "pretrain.log_every=1", "finetune.num_steps=4", "finetune.checkpoint_every=2",
-    "finetune.log_every=1", "finetune.batch_size=8", "finetune.eval_batch_size=8",
+    "seeds=1",
+    "model.channels=16",
+    "model.context_hidden=16",
+    "model.d_model=16",
+    "model.mlp_hidden=16",
+    "model.num_negatives=8",
+    "model.predict_steps=4",
+    "pretrain.window=5120",
+    "pretrain.num_steps=4",
+    "pretrain.checkpoint_every=2",
+    "pretrain.log_every=1",
+    "finetune.num_steps=4",
+    "finetune.checkpoint_every=2",
+    "finetune.log_every=1",
+    "finetune.batch_size=8",
+    "finetune.eval_batch_size=8",
     "finetune.buckets=(1.0,)",
 ]
-TINY = ",".join([
-    "synthetic", "folds=(1,)",
-    "synthetic.emotion_utterances_per_speaker=6", "synthetic.unlabeled_speakers=4",
-    "synthetic.unlabeled_utterances_per_speaker=3", *TINY_RUN])
+TINY = ",".join(
+    [
+        "synthetic",
+        "folds=(1,)",
+        "synthetic.emotion_utterances_per_speaker=6",
+        "synthetic.unlabeled_speakers=4",
+        "synthetic.unlabeled_utterances_per_speaker=3",
+        *TINY_RUN,
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +49,25 @@ def data_dir(tmp_path_factory):
 
 
 def run_main(config: str, workdir, data_dir: str, devices: int = 8):
-    env = dict(os.environ, CPCJAX_DATA_DIR=data_dir,
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(
+        os.environ,
+        CPCJAX_DATA_DIR=data_dir,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
     return subprocess.run(
-        [sys.executable, "-m", "cpcjax.main", f"--config={config}", f"--workdir={workdir}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "cpcjax.main",
+            f"--config={config}",
+            f"--workdir={workdir}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def losses(path, n=3):
@@ -59,7 +90,7 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path, data_dir):
         np.testing.assert_allclose(eight, one, rtol=1e-5)
 
     report = json.loads((runs[8] / "report.json").read_text())
-    row, = report["rows"]
+    (row,) = report["rows"]
     assert row["method"] == "preCPC" and row["folds"] == [1] and row["seeds"] == 1
     assert set(row["ccc"]) == {"avg", "act", "val", "dom"}
     assert row["num_test_utterances"] == 12  # 2 speakers x 6 utterances of session 1
@@ -79,13 +110,18 @@ def test_demo_writes_the_four_row_table(tmp_path, data_dir):
     proc = run_main(f"configs/demo.py:{TINY}", tmp_path, data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [r["method"] for r in report["rows"]] == ["Sup", "jointCPC", "miniCPC", "preCPC"]
+    assert [r["method"] for r in report["rows"]] == [
+        "Sup",
+        "jointCPC",
+        "miniCPC",
+        "preCPC",
+    ]
     table = (tmp_path / "report.md").read_text()
     for name in ("Sup", "jointCPC", "miniCPC", "preCPC"):
         assert f"| {name} |" in table
     assert (tmp_path / "mini_cpc" / "pretrain" / "fold1" / "checkpoints").is_dir()
     assert not (tmp_path / "sup" / "pretrain").exists()
-    joint = (tmp_path / "joint_cpc" / "finetune" / "fold1" / "seed0" / "metrics.jsonl")
+    joint = tmp_path / "joint_cpc" / "finetune" / "fold1" / "seed0" / "metrics.jsonl"
     assert "info_nce" in joint.read_text().splitlines()[0]
     rows = {r["key"]: r for r in report["rows"]}
     assert rows["sup"]["probe"] is None and rows["joint_cpc"]["probe"] is None
@@ -124,15 +160,22 @@ def test_an_unprepared_corpus_fails_in_one_clear_line(tmp_path, data_dir):
 def test_method_configs_have_the_documented_fields(method, corpus):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(method, os.path.join(ROOT, "configs",
-                                                                       f"{method}.py"))
+    spec = importlib.util.spec_from_file_location(
+        method, os.path.join(ROOT, "configs", f"{method}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config(corpus)
     config_lib.validate(c)
     assert c.method == method and c.corpus == corpus
-    for field in (c.seeds, c.pretrain.num_steps, c.pretrain.batch_size,
-                  c.pretrain.checkpoint_every, c.finetune.num_steps, c.finetune.batch_size):
+    for field in (
+        c.seeds,
+        c.pretrain.num_steps,
+        c.pretrain.batch_size,
+        c.pretrain.checkpoint_every,
+        c.finetune.num_steps,
+        c.finetune.batch_size,
+    ):
         assert isinstance(field, int)
     assert (c.finetune.cpc_weight > 0) == (method == "joint_cpc")
     assert module.get_config().corpus == "iemocap"
@@ -161,7 +204,9 @@ def test_a_workdir_refuses_another_experiment_but_not_more_steps(tmp_path):
     c.seeds = 5
     experiment.claim_workdir(c, str(tmp_path))  # a longer run continues
     c.model.channels = 64
-    with pytest.raises(config_lib.ConfigError, match=r"another config \(model\.channels differ"):
+    with pytest.raises(
+        config_lib.ConfigError, match=r"another config \(model\.channels differ"
+    ):
         experiment.claim_workdir(c, str(tmp_path))
 
 
@@ -170,22 +215,34 @@ def test_sigterm_saves_exits_0_and_the_same_command_resumes(tmp_path, data_dir):
     import time
 
     config = f"configs/pre_cpc.py:{TINY},pretrain.num_steps=120,pretrain.checkpoint_every=1000"
-    env = dict(os.environ, CPCJAX_DATA_DIR=data_dir,
-               XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    cmd = [sys.executable, "-m", "cpcjax.main", f"--config={config}",
-           f"--workdir={tmp_path / 'run'}"]
+    env = dict(
+        os.environ,
+        CPCJAX_DATA_DIR=data_dir,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "cpcjax.main",
+        f"--config={config}",
+        f"--workdir={tmp_path / 'run'}",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "run" / "pretrain" / "metrics.jsonl"
     deadline = time.time() + 300
-    while (not metrics.exists() or len(metrics.read_text().splitlines()) < 5) \
-            and time.time() < deadline:
+    while (
+        not metrics.exists() or len(metrics.read_text().splitlines()) < 5
+    ) and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
     assert "stopped by SIGTERM after step" in stderr
-    saved = sorted(int(p.name) for p in (tmp_path / "run" / "pretrain" / "checkpoints").iterdir()
-                   if p.name.isdigit())
+    saved = sorted(
+        int(p.name)
+        for p in (tmp_path / "run" / "pretrain" / "checkpoints").iterdir()
+        if p.name.isdigit()
+    )
     assert saved and 5 <= saved[-1] < 120  # saved where it stopped, not at a multiple
 
     resumed = run_main(config, tmp_path / "run", data_dir)
@@ -193,8 +250,9 @@ def test_sigterm_saves_exits_0_and_the_same_command_resumes(tmp_path, data_dir):
     whole = run_main(config, tmp_path / "whole", data_dir)
     assert whole.returncode == 0, whole.stderr[-3000:]
     for stage in ("pretrain", os.path.join("finetune", "fold1", "seed0")):
-        assert (tmp_path / "run" / stage / "metrics.jsonl").read_text() == \
-            (tmp_path / "whole" / stage / "metrics.jsonl").read_text()
+        assert (tmp_path / "run" / stage / "metrics.jsonl").read_text() == (
+            tmp_path / "whole" / stage / "metrics.jsonl"
+        ).read_text()
 
 
 def test_two_processes_of_four_devices_match_one_of_eight(tmp_path, data_dir):
@@ -206,21 +264,43 @@ def test_two_processes_of_four_devices_match_one_of_eight(tmp_path, data_dir):
     config = f"configs/pre_cpc.py:{TINY}"
     one = run_main(config, tmp_path / "one", data_dir, devices=8)
     assert one.returncode == 0, one.stderr[-3000:]
-    env = dict(os.environ, CPCJAX_DATA_DIR=data_dir, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "cpcjax.main", f"--config={config}",
-         f"--workdir={tmp_path / 'two'}", f"--coordinator_address=localhost:{port}",
-         "--num_processes=2", f"--process_id={i}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)]
+    env = dict(
+        os.environ,
+        CPCJAX_DATA_DIR=data_dir,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    )
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cpcjax.main",
+                f"--config={config}",
+                f"--workdir={tmp_path / 'two'}",
+                f"--coordinator_address=localhost:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "process 0/2, 8 devices" in outs[0][1]
     for stage in ("pretrain", os.path.join("finetune", "fold1", "seed0")):
-        np.testing.assert_allclose(losses(tmp_path / "two" / stage / "metrics.jsonl"),
-                                   losses(tmp_path / "one" / stage / "metrics.jsonl"),
-                                   rtol=1e-5)
-    assert json.loads((tmp_path / "two" / "report.json").read_text())["rows"][0]["method"] \
+        np.testing.assert_allclose(
+            losses(tmp_path / "two" / stage / "metrics.jsonl"),
+            losses(tmp_path / "one" / stage / "metrics.jsonl"),
+            rtol=1e-5,
+        )
+    assert (
+        json.loads((tmp_path / "two" / "report.json").read_text())["rows"][0]["method"]
         == "preCPC"
+    )

@@ -29,7 +29,8 @@ def _reference_frame_lengths(n):
 def test_encoder_gives_128_frames_of_512_channels_for_20480_samples():
     wav = jax.random.normal(jax.random.key(0), (2, 20480))
     (z, frame_lens), _ = jax.jit(Encoder(channels=512).init_with_output)(
-        jax.random.key(1), wav)
+        jax.random.key(1), wav
+    )
     assert z.shape == (2, 128, 512)
     np.testing.assert_array_equal(frame_lens, [128, 128])
     assert frame_lens.dtype == jnp.int32
@@ -74,11 +75,12 @@ def test_encoder_valid_frames_ignore_padding(norm, pad):
     z, frame_lens = apply(params, wav, jnp.array(lengths))
     np.testing.assert_array_equal(frame_lens, [frame_lengths(n) for n in lengths])
     for b, n in enumerate(lengths):
-        alone, alone_lens = apply(params, wav[b:b + 1, :n])
+        alone, alone_lens = apply(params, wav[b : b + 1, :n])
         assert int(alone_lens[0]) == int(frame_lens[b]) == alone.shape[1]
         np.testing.assert_allclose(
-            z[b, :alone.shape[1]], alone[0], rtol=1e-5, atol=1e-5)
-        assert not np.any(np.asarray(z[b, alone.shape[1]:]))
+            z[b, : alone.shape[1]], alone[0], rtol=1e-5, atol=1e-5
+        )
+        assert not np.any(np.asarray(z[b, alone.shape[1] :]))
 
 
 def test_context_is_causal():
@@ -86,13 +88,16 @@ def test_context_is_causal():
     context = Context(hidden=16)
     params = _init(context, z)
     t0 = 5
-    changed = z.at[:, t0 + 1:].add(jax.random.normal(jax.random.key(2), (2, 6, 8)))
+    changed = z.at[:, t0 + 1 :].add(jax.random.normal(jax.random.key(2), (2, 6, 8)))
     apply = jax.jit(context.apply)
     c = apply(params, z)
     c_changed = apply(params, changed)
     np.testing.assert_allclose(
-        c[:, :t0 + 1], c_changed[:, :t0 + 1], rtol=1e-6, atol=1e-6)
-    after = np.abs(np.asarray(c[:, t0 + 1:] - c_changed[:, t0 + 1:]))  # [B, T-t0-1, H]
+        c[:, : t0 + 1], c_changed[:, : t0 + 1], rtol=1e-6, atol=1e-6
+    )
+    after = np.abs(
+        np.asarray(c[:, t0 + 1 :] - c_changed[:, t0 + 1 :])
+    )  # [B, T-t0-1, H]
     assert np.all(after.max(-1) > 1e-4)
 
 
@@ -116,7 +121,7 @@ def test_emotion_model_prediction_ignores_padding():
     padded = apply(params, wav, jnp.array(lengths))["preds"]
     assert padded.shape == (3, 3) and padded.dtype == jnp.float32
     for b, n in enumerate(lengths[:2]):
-        alone = apply(params, wav[b:b + 1, :n], jnp.array([n]))["preds"]
+        alone = apply(params, wav[b : b + 1, :n], jnp.array([n]))["preds"]
         np.testing.assert_allclose(padded[b], alone[0], rtol=1e-5, atol=1e-5)
     assert not np.allclose(padded[0], padded[1])
     # An utterance with no valid frame must not poison the batch with NaN.
@@ -137,7 +142,7 @@ def test_sample_negatives_draws_valid_frames_of_the_group_except_the_positive():
     utt, frame = idx // frames, idx % frames
     assert np.all(frame < lens[first + utt])
     for b in range(batch):
-        group_lens = lens[b // group * group:][:group]
+        group_lens = lens[b // group * group :][:group]
         pool = {j * frames + t for j in range(group) for t in range(group_lens[j])}
         assert set(idx[b].ravel()) == pool
         for t in range(frames):
@@ -157,7 +162,8 @@ def test_sample_negatives_does_not_depend_on_sharding():
     mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
     sharded = NamedSharding(mesh, PartitionSpec("data"))
     got = jax.jit(sample_negatives, static_argnums=(2, 3, 4, 5), out_shardings=sharded)(
-        rng, jax.device_put(frame_lens, sharded), 10, 2, 5, 4)
+        rng, jax.device_put(frame_lens, sharded), 10, 2, 5, 4
+    )
     np.testing.assert_array_equal(want, got)
 
 
@@ -174,8 +180,9 @@ def test_param_trees_have_the_documented_top_level_keys():
 
     cpc = params(CPC(**SMALL, num_steps=3))
     emo = params(EmotionModel(**SMALL, **SMALL_RECOGNIZER))
-    joint = params(EmotionModel(**SMALL, **SMALL_RECOGNIZER, num_steps=3,
-                                with_predict_heads=True))
+    joint = params(
+        EmotionModel(**SMALL, **SMALL_RECOGNIZER, num_steps=3, with_predict_heads=True)
+    )
     assert set(cpc) == {"encoder", "context", "predict_heads"}
     assert set(emo) == {"encoder", "context", "recognizer"}
     assert set(joint) == {"encoder", "context", "recognizer", "predict_heads"}
@@ -188,8 +195,11 @@ def test_param_trees_have_the_documented_top_level_keys():
 def test_cpc_output_shapes_and_bfloat16_keeps_float32_params():
     model = CPC(**SMALL, num_steps=3, dtype=jnp.bfloat16)
     out, variables = jax.eval_shape(
-        model.init_with_output, jax.random.key(0), jnp.ones((2, 3200)),
-        jnp.array([3200, 1600]))
+        model.init_with_output,
+        jax.random.key(0),
+        jnp.ones((2, 3200)),
+        jnp.array([3200, 1600]),
+    )
     assert out["z"].shape == (2, 20, 32) and out["c"].shape == (2, 20, 16)
     assert out["zhat"].shape == (2, 20, 3, 32) and out["frame_lens"].shape == (2,)
     assert out["zhat"].dtype == jnp.bfloat16 and out["frame_lens"].dtype == jnp.int32
@@ -209,8 +219,10 @@ def test_freeze_cpc_stops_gradients_into_encoder_and_context():
             out = model.clone(freeze_cpc=freeze).apply(p, wav, lengths)
             return jnp.sum(out["preds"] ** 2)
 
-        return (jax.grad(loss)(params, True)["params"],
-                jax.grad(loss)(params, False)["params"])
+        return (
+            jax.grad(loss)(params, True)["params"],
+            jax.grad(loss)(params, False)["params"],
+        )
 
     def norm(tree):
         return sum(float(jnp.sum(jnp.abs(x))) for x in jax.tree_util.tree_leaves(tree))

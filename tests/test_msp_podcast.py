@@ -77,7 +77,9 @@ def _prepare(manual_dir, data_dir, config=None, **kwargs):
     builder.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(
-            manual_dir=str(manual_dir), try_download_gcs=False, **kwargs))
+            manual_dir=str(manual_dir), try_download_gcs=False, **kwargs
+        ),
+    )
     return builder
 
 
@@ -100,11 +102,21 @@ def _report(data_dir):
 def v18(tmp_path_factory):
     """A v1.8-like release, prepared once: (manual dir, data dir, builder, stdout)."""
     tmp = tmp_path_factory.mktemp("v18")
-    root = _release(tmp / "MSP-PODCAST-Publish-1.8", V18_ROWS, "Audios", "Labels",
-                    "labels_concensus.csv", skip_wavs={"MSP-PODCAST_0001_0020"})
+    root = _release(
+        tmp / "MSP-PODCAST-Publish-1.8",
+        V18_ROWS,
+        "Audios",
+        "Labels",
+        "labels_concensus.csv",
+        skip_wavs={"MSP-PODCAST_0001_0020"},
+    )
     audio_dir = os.path.join(root, "Audios")
-    _write_wav(os.path.join(audio_dir, "MSP-PODCAST_1023_0235.wav"), seconds=0.5,
-               rate=44100, channels=2)
+    _write_wav(
+        os.path.join(audio_dir, "MSP-PODCAST_1023_0235.wav"),
+        seconds=0.5,
+        rate=44100,
+        channels=2,
+    )
     open(os.path.join(audio_dir, "MSP-PODCAST_0001_0016.wav"), "w").close()
     truncated = os.path.join(audio_dir, "MSP-PODCAST_0001_0019.wav")
     with open(truncated, "r+b") as f:
@@ -131,15 +143,19 @@ def test_v18_splits_counts_and_labels(v18):
     dev = _records(builder, "development")
     assert sorted(dev) == ["MSP-PODCAST_0002_0033", "MSP-PODCAST_0002_0039"]
     np.testing.assert_allclose(dev["MSP-PODCAST_0002_0033"]["labels"], [4.8, 4.2, 5.4])
-    assert sorted(_records(builder, "test1")) == ["MSP-PODCAST_0001_0011",
-                                                  "MSP-PODCAST_0001_0013"]
+    assert sorted(_records(builder, "test1")) == [
+        "MSP-PODCAST_0001_0011",
+        "MSP-PODCAST_0001_0013",
+    ]
     assert "test3" not in builder.info.splits
 
 
 def test_unknown_speaker_and_gender_are_lowercase_unknown(v18):
     dev = _records(v18[2], "development")
     assert {k: r["speaker"].decode() for k, r in dev.items()} == {
-        "MSP-PODCAST_0002_0033": "unknown", "MSP-PODCAST_0002_0039": "unknown"}
+        "MSP-PODCAST_0002_0033": "unknown",
+        "MSP-PODCAST_0002_0039": "unknown",
+    }
     assert dev["MSP-PODCAST_0002_0033"]["gender"].decode() == "unknown"
     assert dev["MSP-PODCAST_0002_0039"]["gender"].decode() == "female"
 
@@ -173,13 +189,17 @@ def test_report_lists_every_skipped_row_with_its_reason(v18):
     assert rows[("audio", empty)] == "empty (0 bytes)"
     assert rows[("audio", truncated)].startswith("truncated")
     assert rows[("label", where["MSP-PODCAST_0001_0020"])] == (
-        f"wav missing: {os.path.join(audio_dir, 'MSP-PODCAST_0001_0020.wav')}")
+        f"wav missing: {os.path.join(audio_dir, 'MSP-PODCAST_0001_0020.wav')}"
+    )
     assert rows[("label", where["MSP-PODCAST_0001_0024"])] == (
-        "non-numeric EmoDom '2.4x'")
+        "non-numeric EmoDom '2.4x'"
+    )
     assert rows[("label", where["MSP-PODCAST_0001_0027"])].startswith(
-        "missing column(s) EmoDom, SpkrID")
+        "missing column(s) EmoDom, SpkrID"
+    )
     assert rows[("label", where["MSP-PODCAST_0001_0030"])].startswith(
-        "unknown EmoClass 'Q'")
+        "unknown EmoClass 'Q'"
+    )
     # Test3 rows are left out but are not problems.
     assert len(rows) == 6
 
@@ -196,15 +216,23 @@ def test_preparing_again_does_not_duplicate(v18, tmp_path):
     twice.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(
-            manual_dir=root, try_download_gcs=False,
-            download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD))
+            manual_dir=root,
+            try_download_gcs=False,
+            download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD,
+        ),
+    )
     assert len(_records(twice, "train")) == V18_COUNTS["train"]
     assert _report(str(fresh)) == before
 
 
 def test_v111_layout_found_automatically_or_named_in_config(tmp_path, capsys):
-    root = _release(tmp_path / "MSP-PODCAST-Publish-1.11", V111_ROWS, "Audio", "labels",
-                    "labels_consensus.csv")
+    root = _release(
+        tmp_path / "MSP-PODCAST-Publish-1.11",
+        V111_ROWS,
+        "Audio",
+        "labels",
+        "labels_consensus.csv",
+    )
     found = _prepare(root, tmp_path / "auto")
     assert _counts(found) == V111_COUNTS
     assert "MSP-PODCAST_0001_0008_0001" in _records(found, "train")
@@ -216,16 +244,22 @@ def test_v111_layout_found_automatically_or_named_in_config(tmp_path, capsys):
 
     # The same corpus via a config naming the folders, under the name
     # "default" as cpcjax.data.sources builds it.
-    config = msp_podcast.MspPodcastConfig(name="default", audio_dir="Audio",
-                                          labels_dir="labels")
+    config = msp_podcast.MspPodcastConfig(
+        name="default", audio_dir="Audio", labels_dir="labels"
+    )
     named = _prepare(root, tmp_path / "named", config=config)
     assert _records(named, "test2").keys() == _records(found, "test2").keys()
     assert named.data_path.parent.name == "default"
 
 
 def test_split_without_usable_audio_names_the_split(tmp_path):
-    root = _release(tmp_path / "MSP-PODCAST-Publish-1.11", V111_ROWS, "Audio", "labels",
-                    "labels_consensus.csv")
+    root = _release(
+        tmp_path / "MSP-PODCAST-Publish-1.11",
+        V111_ROWS,
+        "Audio",
+        "labels",
+        "labels_consensus.csv",
+    )
     empty = os.path.join(root, "Audio", "MSP-PODCAST_0001_0016.wav")
     open(empty, "w").close()
     with pytest.raises(base.LayoutError, match="none of the 1 wavs of split test2"):
@@ -234,8 +268,13 @@ def test_split_without_usable_audio_names_the_split(tmp_path):
 
 
 def test_config_naming_an_absent_folder_is_a_layout_error(tmp_path):
-    root = _release(tmp_path / "MSP-PODCAST-Publish-1.11", V111_ROWS[:1], "Audios",
-                    "Labels", "labels_consensus.csv")
+    root = _release(
+        tmp_path / "MSP-PODCAST-Publish-1.11",
+        V111_ROWS[:1],
+        "Audios",
+        "Labels",
+        "labels_consensus.csv",
+    )
     config = msp_podcast.MspPodcastConfig(name="default", audio_dir="Wavs")
     with pytest.raises(base.LayoutError, match="no folder Wavs/"):
         _prepare(root, tmp_path / "data", config=config)
@@ -251,8 +290,9 @@ def test_release_without_labels_is_a_layout_error(tmp_path):
     root = tmp_path / "MSP-PODCAST-Publish-1.11"
     os.makedirs(root / "Audios")
     _write_wav(root / "Audios" / "MSP-PODCAST_0001_0008.wav")
-    with pytest.raises(base.LayoutError,
-                       match="no folder Labels/ or labels/ or label/") as error:
+    with pytest.raises(
+        base.LayoutError, match="no folder Labels/ or labels/ or label/"
+    ) as error:
         _prepare(root, tmp_path / "data")
     assert msp_podcast.MspPodcast.EXPECTED_LAYOUT in str(error.value)
     os.makedirs(root / "Labels")
@@ -262,19 +302,25 @@ def test_release_without_labels_is_a_layout_error(tmp_path):
 
 
 def test_header_without_a_column_is_a_layout_error(tmp_path):
-    root = _release(tmp_path / "release", V111_ROWS[:1], "Audios", "Labels",
-                    "labels_consensus.csv")
+    root = _release(
+        tmp_path / "release", V111_ROWS[:1], "Audios", "Labels", "labels_consensus.csv"
+    )
     path = os.path.join(root, "Labels", "labels_consensus.csv")
     with open(path, "w") as f:
         f.write("FileName,EmoClass,EmoAct,EmoVal,SpkrID,Gender,Split_Set\n")
     with pytest.raises(base.LayoutError, match="no column EmoDom"):
-        msp_podcast.read_labels(path, os.path.join(root, "Audios"),
-                                msp_podcast.audio.Problems())
+        msp_podcast.read_labels(
+            path, os.path.join(root, "Audios"), msp_podcast.audio.Problems()
+        )
 
 
 def test_release_name_without_version_uses_the_labels_file():
-    assert msp_podcast.release_name(
-        "/data/MSP-PODCAST-Publish-1.11/", "x/labels_consensus.csv"
-    ) == "MSP-PODCAST-Publish-1.11"
+    assert (
+        msp_podcast.release_name(
+            "/data/MSP-PODCAST-Publish-1.11/", "x/labels_consensus.csv"
+        )
+        == "MSP-PODCAST-Publish-1.11"
+    )
     assert msp_podcast.release_name("/data/msp", "msp/Labels/labels_concensus.csv") == (
-        "msp (v1.6-v1.8, labels_concensus.csv)")
+        "msp (v1.6-v1.8, labels_concensus.csv)"
+    )

@@ -27,19 +27,38 @@ NOTEBOOKS = os.path.join(ROOT, "notebooks")
 KERNEL = "cpcjax-notebook-test"
 # The sizes of tests/test_predict.py, with pretraining as short as fine-tuning.
 TINY = {
-    "seeds": 1, "folds": (1,),
-    "synthetic.emotion_utterances_per_speaker": 6, "synthetic.unlabeled_speakers": 4,
+    "seeds": 1,
+    "folds": (1,),
+    "synthetic.emotion_utterances_per_speaker": 6,
+    "synthetic.unlabeled_speakers": 4,
     "synthetic.unlabeled_utterances_per_speaker": 3,
-    "model.channels": 16, "model.context_hidden": 16, "model.d_model": 16,
-    "model.mlp_hidden": 16, "model.num_negatives": 8, "model.predict_steps": 4,
-    "pretrain.window": 5120, "pretrain.num_steps": 4, "pretrain.checkpoint_every": 2,
+    "model.channels": 16,
+    "model.context_hidden": 16,
+    "model.d_model": 16,
+    "model.mlp_hidden": 16,
+    "model.num_negatives": 8,
+    "model.predict_steps": 4,
+    "pretrain.window": 5120,
+    "pretrain.num_steps": 4,
+    "pretrain.checkpoint_every": 2,
     "pretrain.log_every": 1,
-    "finetune.num_steps": 4, "finetune.checkpoint_every": 2, "finetune.log_every": 1,
-    "finetune.batch_size": 8, "finetune.eval_batch_size": 8, "finetune.buckets": (1.0,),
+    "finetune.num_steps": 4,
+    "finetune.checkpoint_every": 2,
+    "finetune.log_every": 1,
+    "finetune.batch_size": 8,
+    "finetune.eval_batch_size": 8,
+    "finetune.buckets": (1.0,),
     "finetune.eval_every": 2,
 }
 # What a notebook may import besides the standard library.
-ALLOWED_IMPORTS = {"cpcjax", "numpy", "matplotlib", "soundfile", "IPython", "ml_collections"}
+ALLOWED_IMPORTS = {
+    "cpcjax",
+    "numpy",
+    "matplotlib",
+    "soundfile",
+    "IPython",
+    "ml_collections",
+}
 INSTALL_LINE = 'pip install "cpcjax @ git+https://github.com/<org>/cpcjax"'
 
 
@@ -74,9 +93,21 @@ def kernel_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("jupyter")
     spec = root / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "cpcjax tests", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [
+                    sys.executable,
+                    "-m",
+                    "ipykernel_launcher",
+                    "-f",
+                    "{connection_file}",
+                ],
+                "display_name": "cpcjax tests",
+                "language": "python",
+            }
+        )
+    )
     data_dir = tmp_path_factory.mktemp("data")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JUPYTER_PATH", str(root))
@@ -91,8 +122,9 @@ def kernel_env(tmp_path_factory):
 
 
 def execute(nb, cwd) -> None:
-    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=600,
-                                     resources={"metadata": {"path": str(cwd)}})
+    client = nbclient.NotebookClient(
+        nb, kernel_name=KERNEL, timeout=600, resources={"metadata": {"path": str(cwd)}}
+    )
     client.execute()
 
 
@@ -116,8 +148,9 @@ def test_notebooks_only_call_cpcjax(name):
     for source in code:
         tree = ast.parse(transform(source))
         for node in ast.walk(tree):
-            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)), (
-                f"{name} defines {node.name}: notebooks call cpcjax, they copy no code")
+            assert not isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+            ), f"{name} defines {node.name}: notebooks call cpcjax, they copy no code"
             if isinstance(node, ast.Import):
                 modules = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -127,23 +160,37 @@ def test_notebooks_only_call_cpcjax(name):
             for module in modules:
                 assert module.split(".")[0] in allowed, f"{name} imports {module}"
     assert any(INSTALL_LINE in s for s in code), f"{name} lacks the install placeholder"
-    assert all(not c.get("outputs") and c.get("execution_count") is None
-               for c in nb.cells if c.cell_type == "code"), f"{name} is stored with outputs"
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None
+        for c in nb.cells
+        if c.cell_type == "code"
+    ), f"{name} is stored with outputs"
 
 
 def test_quickstart_reports_four_methods_and_shows_its_plots(quickstart):
     nb, workdir = quickstart
     with open(os.path.join(workdir, "report.json")) as f:
         report = json.load(f)
-    assert [r["method"] for r in report["rows"]] == ["Sup", "jointCPC", "miniCPC", "preCPC"]
-    assert all(len(r["per_fold"]) == 1 for r in report["rows"])  # the injected sizes held
+    assert [r["method"] for r in report["rows"]] == [
+        "Sup",
+        "jointCPC",
+        "miniCPC",
+        "preCPC",
+    ]
+    assert all(
+        len(r["per_fold"]) == 1 for r in report["rows"]
+    )  # the injected sizes held
     tables = outputs(nb, "text/markdown")
     assert any("| preCPC |" in t and "| Sup |" in t for t in tables)
-    pngs = [os.path.join(workdir, m, "plots", p) for m in ("sup", "joint_cpc", "mini_cpc",
-                                                           "pre_cpc")
-            for p in ("training_curves.png",)]
-    pngs += [os.path.join(workdir, "pre_cpc", "plots", p)
-             for p in ("tsne.png", "predicted_vs_true.png")]
+    pngs = [
+        os.path.join(workdir, m, "plots", p)
+        for m in ("sup", "joint_cpc", "mini_cpc", "pre_cpc")
+        for p in ("training_curves.png",)
+    ]
+    pngs += [
+        os.path.join(workdir, "pre_cpc", "plots", p)
+        for p in ("tsne.png", "predicted_vs_true.png")
+    ]
     assert all(os.path.exists(p) for p in pngs)
     assert len(outputs(nb, "image/png")) == len(pngs)
 
@@ -152,14 +199,18 @@ def check_inference(nb, out_dir: str, method: str) -> None:
     with open(os.path.join(out_dir, "predictions.json")) as f:
         written = json.load(f)
     assert written["errors"] == [] and written["run"]["method"] == method
-    files = sorted(os.path.join(out_dir, n) for n in os.listdir(out_dir) if n.endswith(".wav"))
+    files = sorted(
+        os.path.join(out_dir, n) for n in os.listdir(out_dir) if n.endswith(".wav")
+    )
     assert len(files) == 3
     rows = {r["file"]: r for r in written["predictions"]}
     assert sorted(rows) == files
     text = "".join(outputs(nb, "text"))
     # format_table's line per file: file, seconds, activation, valence, dominance.
-    table = [re.fullmatch(r"(\S+)\s+[\d.]+(\s+-?[\d.]+){3}", line.strip())
-             for line in text.splitlines()]
+    table = [
+        re.fullmatch(r"(\S+)\s+[\d.]+(\s+-?[\d.]+){3}", line.strip())
+        for line in text.splitlines()
+    ]
     assert sorted(m.group(1) for m in table if m) == files
     # The 44.1 kHz stereo copy is read back as (nearly) the 16 kHz original.
     stereo = next(f for f in files if f.endswith("_44k_stereo.wav"))
@@ -174,8 +225,14 @@ def test_inference_predicts_with_the_quickstart_workdir(quickstart, tmp_path):
     _, workdir = quickstart
     out_dir = str(tmp_path / "out")
     nb = read("inference.ipynb")
-    inject(nb, WORKDIR=workdir, METHOD=None, OUT_DIR=out_dir,
-           FALLBACK_WORKDIR=str(tmp_path / "fallback"), FALLBACK_OVERRIDES={})
+    inject(
+        nb,
+        WORKDIR=workdir,
+        METHOD=None,
+        OUT_DIR=out_dir,
+        FALLBACK_WORKDIR=str(tmp_path / "fallback"),
+        FALLBACK_OVERRIDES={},
+    )
     execute(nb, tmp_path)
     check_inference(nb, out_dir, "pre_cpc")
     assert "training a small" not in "".join(outputs(nb, "text"))
@@ -185,8 +242,14 @@ def test_inference_trains_a_run_when_the_workdir_has_none(kernel_env, tmp_path):
     out_dir = str(tmp_path / "out")
     nb = read("inference.ipynb")
     fallback = tmp_path / "fallback"
-    inject(nb, WORKDIR=str(tmp_path / "missing"), METHOD="sup", OUT_DIR=out_dir,
-           FALLBACK_WORKDIR=str(fallback), FALLBACK_OVERRIDES={**TINY, "data_dir": kernel_env})
+    inject(
+        nb,
+        WORKDIR=str(tmp_path / "missing"),
+        METHOD="sup",
+        OUT_DIR=out_dir,
+        FALLBACK_WORKDIR=str(fallback),
+        FALLBACK_OVERRIDES={**TINY, "data_dir": kernel_env},
+    )
     execute(nb, tmp_path)
     check_inference(nb, out_dir, "sup")
     assert "training a small sup run" in "".join(outputs(nb, "text"))

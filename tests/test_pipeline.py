@@ -14,7 +14,9 @@ def test_crop_batches_are_a_function_of_the_step(unlabeled_utts):
         np.testing.assert_array_equal(a.batch(step)["wav"], b.batch(step)["wav"])
     assert a.batch(0)["wav"].shape == (8, 10240)
     assert not np.array_equal(a.batch(0)["wav"], a.batch(1)["wav"])
-    other_seed = pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=4, rows=slice(0, 8))
+    other_seed = pipeline.CropBatches(
+        unlabeled_utts, 10240, 8, seed=4, rows=slice(0, 8)
+    )
     assert not np.array_equal(a.batch(0)["wav"], other_seed.batch(0)["wav"])
 
 
@@ -24,8 +26,11 @@ def test_crops_come_from_the_utterance(unlabeled_utts):
     wav = batches.batch(2)["wav"]
     for r, w in zip(rows, wav):
         full = batches.utts.audio(r)
-        starts = [s for s in range(len(full) - 10240 + 1) if full[s] == w[0]
-                  and np.array_equal(full[s:s + 10240], w)]
+        starts = [
+            s
+            for s in range(len(full) - 10240 + 1)
+            if full[s] == w[0] and np.array_equal(full[s : s + 10240], w)
+        ]
         assert starts, "crop is not a window of its utterance"
 
 
@@ -38,10 +43,13 @@ def test_epochs_visit_every_utterance_once(unlabeled_utts):
 
 def test_process_rows_are_slices_of_the_global_batch(unlabeled_utts):
     whole = pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=1, rows=slice(0, 8))
-    halves = [pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=1, rows=slice(i, i + 4))
-              for i in (0, 4)]
+    halves = [
+        pipeline.CropBatches(unlabeled_utts, 10240, 8, seed=1, rows=slice(i, i + 4))
+        for i in (0, 4)
+    ]
     np.testing.assert_array_equal(
-        np.concatenate([h.batch(7)["wav"] for h in halves]), whole.batch(7)["wav"])
+        np.concatenate([h.batch(7)["wav"] for h in halves]), whole.batch(7)["wav"]
+    )
 
 
 def test_short_utterances_are_left_out_of_crops(labeled_utts):
@@ -55,8 +63,15 @@ def test_bucket_batches_pad_mask_and_standardise(labeled_utts):
     buckets = pipeline.bucket_lengths((1.0, 2.0))
     assert buckets == [16000, 32000]
     mean, std = labeled_utts.labels.mean(0), labeled_utts.labels.std(0)
-    batches = pipeline.BucketBatches(labeled_utts, buckets, 8, seed=0, rows=slice(0, 8),
-                                     label_mean=mean, label_std=std)
+    batches = pipeline.BucketBatches(
+        labeled_utts,
+        buckets,
+        8,
+        seed=0,
+        rows=slice(0, 8),
+        label_mean=mean,
+        label_std=std,
+    )
     for step in range(batches.batches_per_epoch + 2):
         b = batches.batch(step)
         length = b["wav"].shape[1]
@@ -68,10 +83,18 @@ def test_bucket_batches_pad_mask_and_standardise(labeled_utts):
         smaller = [x for x in buckets if x < length]
         if smaller:
             assert np.all(b["lengths"] > smaller[-1])
-    np.testing.assert_array_equal(batches.batch(3)["targets"],
-                                  pipeline.BucketBatches(
-                                      labeled_utts, buckets, 8, seed=0, rows=slice(0, 8),
-                                      label_mean=mean, label_std=std).batch(3)["targets"])
+    np.testing.assert_array_equal(
+        batches.batch(3)["targets"],
+        pipeline.BucketBatches(
+            labeled_utts,
+            buckets,
+            8,
+            seed=0,
+            rows=slice(0, 8),
+            label_mean=mean,
+            label_std=std,
+        ).batch(3)["targets"],
+    )
 
 
 def test_eval_batches_cover_every_utterance_once_whole(labeled_utts):
@@ -88,7 +111,9 @@ def test_eval_batches_cover_every_utterance_once_whole(labeled_utts):
 
 def test_leave_one_session_out_never_shares_sessions(labeled_utts):
     for fold in protocols.session_folds(labeled_utts.sessions):
-        split = protocols.leave_one_session_out(labeled_utts.sessions, fold, 0.1, seed=0)
+        split = protocols.leave_one_session_out(
+            labeled_utts.sessions, fold, 0.1, seed=0
+        )
         assert set(labeled_utts.sessions[split["test"]]) == {fold}
         assert fold not in set(labeled_utts.sessions[split["train"]])
         assert fold not in set(labeled_utts.sessions[split["dev"]])
@@ -99,12 +124,17 @@ def test_leave_one_session_out_never_shares_sessions(labeled_utts):
 def test_stock_librispeech_fields_are_renamed_and_splits_concatenated():
     from cpcjax.data import sources
 
-    stock = [{"speech": np.arange(n, dtype=np.int64), "speaker_id": 19, "id": f"19-198-{n}"}
-             for n in (3, 5)]
+    stock = [
+        {"speech": np.arange(n, dtype=np.int64), "speaker_id": 19, "id": f"19-198-{n}"}
+        for n in (3, 5)
+    ]
     other = [{"speech": np.zeros(7, np.int64), "speaker_id": 26, "id": "26-495-0"}]
-    source = sources.ConcatSource([
-        sources.RenamedSource(stock, {"speech": "audio", "speaker_id": "speaker"}),
-        sources.RenamedSource(other, {"speech": "audio", "speaker_id": "speaker"})])
+    source = sources.ConcatSource(
+        [
+            sources.RenamedSource(stock, {"speech": "audio", "speaker_id": "speaker"}),
+            sources.RenamedSource(other, {"speech": "audio", "speaker_id": "speaker"}),
+        ]
+    )
     utts = pipeline.index_source(source, labeled=False, desc="test")
     assert list(utts.lengths) == [3, 5, 7]
     assert list(utts.speakers) == ["19", "19", "26"]

@@ -18,13 +18,29 @@ from cpcjax import experiment, predict
 from cpcjax.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ",".join([
-    "synthetic", "seeds=1", "folds=(1,)", "synthetic.emotion_utterances_per_speaker=6",
-    "synthetic.unlabeled_speakers=4", "synthetic.unlabeled_utterances_per_speaker=3",
-    "model.channels=16", "model.context_hidden=16", "model.d_model=16", "model.mlp_hidden=16",
-    "model.num_negatives=8", "model.predict_steps=4", "pretrain.window=5120",
-    "finetune.num_steps=4", "finetune.checkpoint_every=2", "finetune.log_every=1",
-    "finetune.batch_size=8", "finetune.eval_batch_size=8", "finetune.buckets=(1.0,)"])
+TINY = ",".join(
+    [
+        "synthetic",
+        "seeds=1",
+        "folds=(1,)",
+        "synthetic.emotion_utterances_per_speaker=6",
+        "synthetic.unlabeled_speakers=4",
+        "synthetic.unlabeled_utterances_per_speaker=3",
+        "model.channels=16",
+        "model.context_hidden=16",
+        "model.d_model=16",
+        "model.mlp_hidden=16",
+        "model.num_negatives=8",
+        "model.predict_steps=4",
+        "pretrain.window=5120",
+        "finetune.num_steps=4",
+        "finetune.checkpoint_every=2",
+        "finetune.log_every=1",
+        "finetune.batch_size=8",
+        "finetune.eval_batch_size=8",
+        "finetune.buckets=(1.0,)",
+    ]
+)
 RUN = os.path.join("finetune", "fold1", "seed0")
 RATE = 16000
 # Four steps leave the model's predictions about 1e-3 apart from utterance to
@@ -66,18 +82,20 @@ def test_predictions_match_the_runs_test_predictions(trained, test_folder):
     workdir, result, _ = trained
     rows, errors = predict.predict_files(workdir, [test_folder])
     assert errors == []
-    names = [os.path.basename(r["file"])[:-len(".wav")] for r in rows]
+    names = [os.path.basename(r["file"])[: -len(".wav")] for r in rows]
     assert names == sorted(result["test"]["names"])  # folders are read in sorted order
     order = [result["test"]["names"].index(n) for n in names]
-    np.testing.assert_allclose(_preds(rows), np.asarray(result["test"]["preds"])[order],
-                               atol=ATOL)
+    np.testing.assert_allclose(
+        _preds(rows), np.asarray(result["test"]["preds"])[order], atol=ATOL
+    )
     assert all(r["chunks"] == 1 for r in rows)
     info = predict.load(workdir).info
     assert info["run"] == RUN and "highest dev CCC avg" in info["chosen"]
 
 
-def test_runs_without_model_selection_restore_their_latest_checkpoint(trained, test_folder,
-                                                                    tmp_path):
+def test_runs_without_model_selection_restore_their_latest_checkpoint(
+    trained, test_folder, tmp_path
+):
     workdir, _, _ = trained
     rows, _ = predict.predict_files(workdir, [test_folder])
     older = tmp_path / "workdir"
@@ -88,8 +106,9 @@ def test_runs_without_model_selection_restore_their_latest_checkpoint(trained, t
     predictor = predict.load(str(older), run=RUN)
     assert predictor.info["params"] == "latest checkpoint, step 4"
     assert predictor.info["chosen"] == "the run asked for"
-    np.testing.assert_allclose(_preds(predictor.predict_files([test_folder])[0]), _preds(rows),
-                               atol=ATOL)
+    np.testing.assert_allclose(
+        _preds(predictor.predict_files([test_folder])[0]), _preds(rows), atol=ATOL
+    )
 
 
 def test_44khz_stereo_predicts_like_the_16khz_mono_original(trained, tmp_path):
@@ -98,9 +117,12 @@ def test_44khz_stereo_predicts_like_the_16khz_mono_original(trained, tmp_path):
     mono = audio[name]
     wide = soxr.resample(mono, RATE, 44100, quality="HQ")
     sf.write(tmp_path / "mono.wav", mono, RATE, subtype="FLOAT")
-    sf.write(tmp_path / "stereo.wav", np.stack([wide, wide], axis=1), 44100, subtype="FLOAT")
+    sf.write(
+        tmp_path / "stereo.wav", np.stack([wide, wide], axis=1), 44100, subtype="FLOAT"
+    )
     rows, errors = predict.predict_files(
-        workdir, [str(tmp_path / "mono.wav"), str(tmp_path / "stereo.wav")])
+        workdir, [str(tmp_path / "mono.wav"), str(tmp_path / "stereo.wav")]
+    )
     assert errors == []
     assert abs(rows[1]["seconds"] - rows[0]["seconds"]) < 2 / RATE
     # The 16 -> 44.1 -> 16 kHz round trip keeps the waveform to about 50 dB
@@ -108,7 +130,9 @@ def test_44khz_stereo_predicts_like_the_16khz_mono_original(trained, tmp_path):
     # far closer to the original's than to another utterance's: within 5% of
     # the spread of the run's test predictions (it moves by about 0.1%).
     spread = np.asarray(result["test"]["preds"]).std(axis=0)
-    np.testing.assert_array_less(np.abs(_preds(rows)[1] - _preds(rows)[0]), 0.05 * spread)
+    np.testing.assert_array_less(
+        np.abs(_preds(rows)[1] - _preds(rows)[0]), 0.05 * spread
+    )
 
 
 def test_long_files_are_chunked_and_averaged_by_length(trained, tmp_path):
@@ -121,15 +145,21 @@ def test_long_files_are_chunked_and_averaged_by_length(trained, tmp_path):
     for i, chunk in enumerate(chunks):
         sf.write(tmp_path / f"chunk{i}.wav", chunk, RATE, subtype="FLOAT")
 
-    rows, errors = predict.predict_files(workdir, [str(tmp_path / "long.wav")], max_seconds=1.0)
+    rows, errors = predict.predict_files(
+        workdir, [str(tmp_path / "long.wav")], max_seconds=1.0
+    )
     parts, _ = predict.predict_files(
-        workdir, [str(tmp_path / f"chunk{i}.wav") for i in range(len(chunks))], max_seconds=1.0)
+        workdir,
+        [str(tmp_path / f"chunk{i}.wav") for i in range(len(chunks))],
+        max_seconds=1.0,
+    )
     assert errors == []
     assert rows[0]["chunks"] == int(np.ceil(seconds)) == len(parts)
     assert all(p["chunks"] == 1 and p["seconds"] <= 1.0 for p in parts)
     weights = np.array([p["seconds"] for p in parts])
-    np.testing.assert_allclose(_preds(rows)[0], weights @ _preds(parts) / weights.sum(),
-                               atol=ATOL)
+    np.testing.assert_allclose(
+        _preds(rows)[0], weights @ _preds(parts) / weights.sum(), atol=ATOL
+    )
     whole, _ = predict.predict_files(workdir, [str(tmp_path / "long.wav")])
     assert whole[0]["chunks"] == 1  # under the default 16 s
     # Read whole, it is another input: the chunks' mean is not the same number.
@@ -145,13 +175,21 @@ def test_attention_weights_cover_the_frames_and_sum_to_one(trained, test_folder)
     assert abs(len(weights) - len(audio[name]) / 160) <= 1
     assert np.all(weights >= 0) and weights.sum() == pytest.approx(1.0, abs=1e-4)
     _, chunked = predict.attention_weights(workdir, path, max_seconds=1.0)
-    assert abs(len(chunked) - len(weights)) <= 2 and chunked.sum() == pytest.approx(1.0, abs=1e-4)
+    assert abs(len(chunked) - len(weights)) <= 2 and chunked.sum() == pytest.approx(
+        1.0, abs=1e-4
+    )
 
 
 def _cli(args, cwd=ROOT):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device
-    return subprocess.run([sys.executable, "-m", "cpcjax.predict", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "cpcjax.predict", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_reports_bad_files_and_writes_the_good_ones(trained, test_folder, tmp_path):
@@ -164,12 +202,24 @@ def test_cli_reports_bad_files_and_writes_the_good_ones(trained, test_folder, tm
     corrupt.write_bytes(b"fLaC" + np.random.default_rng(0).bytes(3000))
     out = str(tmp_path / "out" / "preds")
 
-    proc = _cli([f"--workdir={workdir}", f"--out={out}", missing, str(empty), good,
-                 str(corrupt)])
+    proc = _cli(
+        [
+            f"--workdir={workdir}",
+            f"--out={out}",
+            missing,
+            str(empty),
+            good,
+            str(corrupt),
+        ]
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
     assert [l.split(": ")[1] for l in errors] == [missing, str(empty), str(corrupt)]
-    assert "no such file" in errors[0] and "empty" in errors[1] and "unreadable" in errors[2]
+    assert (
+        "no such file" in errors[0]
+        and "empty" in errors[1]
+        and "unreadable" in errors[2]
+    )
     assert f"run {RUN} of" in proc.stderr and "highest dev CCC avg" in proc.stderr
     assert os.path.basename(good) in proc.stdout
 
@@ -177,7 +227,11 @@ def test_cli_reports_bad_files_and_writes_the_good_ones(trained, test_folder, tm
         table = list(csv.DictReader(f))
     with open(f"{out}.json") as f:
         saved = json.load(f)
-    assert [r["file"] for r in table] == [good] == [r["file"] for r in saved["predictions"]]
+    assert (
+        [r["file"] for r in table]
+        == [good]
+        == [r["file"] for r in saved["predictions"]]
+    )
     assert [e["file"] for e in saved["errors"]] == [missing, str(empty), str(corrupt)]
     assert saved["run"]["run"] == RUN
     assert saved["label_scale"]["range"] == [1, 5]
@@ -185,7 +239,9 @@ def test_cli_reports_bad_files_and_writes_the_good_ones(trained, test_folder, tm
     # One device in the CLI, eight here: the same numbers.
     rows, _ = predict.predict_files(workdir, [good])
     np.testing.assert_allclose(_preds(saved["predictions"]), _preds(rows), atol=ATOL)
-    np.testing.assert_allclose(float(table[0]["valence"]), rows[0]["valence"], atol=ATOL)
+    np.testing.assert_allclose(
+        float(table[0]["valence"]), rows[0]["valence"], atol=ATOL
+    )
 
 
 @pytest.mark.parametrize("contents", ["nothing", "config_only"])
@@ -211,12 +267,18 @@ def test_demo_workdirs_default_to_the_last_method_and_runs_to_the_best_dev(tmp_p
     for method in ("sup", "pre_cpc"):
         (tmp_path / method).mkdir()
         (tmp_path / method / "config.json").write_text(json.dumps({"method": method}))
-    for run, avg in (("fold1/seed0", 0.2), ("fold2/seed0", 0.5), ("fold2/seed1", float("nan")),
-                     ("fold3/seed0", 0.5)):
+    for run, avg in (
+        ("fold1/seed0", 0.2),
+        ("fold2/seed0", 0.5),
+        ("fold2/seed1", float("nan")),
+        ("fold3/seed0", 0.5),
+    ):
         d = tmp_path / "pre_cpc" / "finetune" / run
         d.mkdir(parents=True)
         (d / "result.json").write_text(json.dumps({"dev": {"ccc": {"avg": avg}}}))
-    (tmp_path / "pre_cpc" / "finetune" / "fold4" / "seed0").mkdir(parents=True)  # unfinished
+    (tmp_path / "pre_cpc" / "finetune" / "fold4" / "seed0").mkdir(
+        parents=True
+    )  # unfinished
 
     method_dir, config = predict.method_workdir(str(tmp_path))
     assert method_dir == str(tmp_path / "pre_cpc") and config["method"] == "pre_cpc"

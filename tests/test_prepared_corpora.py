@@ -13,9 +13,21 @@ from test_main import ROOT, TINY_RUN, run_main
 def prepare(corpus, manual_dir, data_dir, *flags):
     env = dict(os.environ, CPCJAX_DATA_DIR=str(data_dir))
     return subprocess.run(
-        [sys.executable, "-m", "cpcjax.prepare", corpus, f"--manual_dir={manual_dir}",
-         f"--data_dir={data_dir}", *flags],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "cpcjax.prepare",
+            corpus,
+            f"--manual_dir={manual_dir}",
+            f"--data_dir={data_dir}",
+            *flags,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_iemocap_prepared_then_mini_cpc_runs_a_fold(tmp_path):
@@ -32,12 +44,15 @@ def test_iemocap_prepared_then_mini_cpc_runs_a_fold(tmp_path):
     run = run_main(config, tmp_path / "run", str(data_dir))
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    row, = report["rows"]
-    assert report["corpus"] == "iemocap" and report["protocol"] == "leave-one-session-out"
+    (row,) = report["rows"]
+    assert (
+        report["corpus"] == "iemocap" and report["protocol"] == "leave-one-session-out"
+    )
     assert row["method"] == "miniCPC" and row["folds"] == [2]
     assert row["num_test_utterances"] == 3  # the kept utterances of session 2
     result = json.loads(
-        (tmp_path / "run" / "finetune" / "fold2" / "seed0" / "result.json").read_text())
+        (tmp_path / "run" / "finetune" / "fold2" / "seed0" / "result.json").read_text()
+    )
     assert all(name.startswith("Ses02") for name in result["test"]["names"])
     assert not any(name.startswith("Ses02") for name in result["dev"]["names"])
 
@@ -54,8 +69,14 @@ def test_a_wrong_manual_dir_shows_the_expected_layout(tmp_path):
 def test_msp_podcast_prepared_then_sup_runs_on_the_official_partitions(tmp_path):
     from test_msp_podcast import V18_ROWS, _release
 
-    release = _release(tmp_path / "MSP-PODCAST-Publish-1.8", V18_ROWS, "Audios", "Labels",
-                       "labels_concensus.csv", skip_wavs={"MSP-PODCAST_0001_0020"})
+    release = _release(
+        tmp_path / "MSP-PODCAST-Publish-1.8",
+        V18_ROWS,
+        "Audios",
+        "Labels",
+        "labels_concensus.csv",
+        skip_wavs={"MSP-PODCAST_0001_0020"},
+    )
     data_dir = tmp_path / "data"
     proc = prepare("msp_podcast", release, data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -65,12 +86,17 @@ def test_msp_podcast_prepared_then_sup_runs_on_the_official_partitions(tmp_path)
     run = run_main(config, tmp_path / "run", str(data_dir))
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    row, = report["rows"]
+    (row,) = report["rows"]
     assert report["protocol"].startswith("official partitions")
     assert row["folds"] == ["test1"]
     assert row["num_test_utterances"] == 2  # the Test1 rows
     result = json.loads(
-        (tmp_path / "run" / "finetune" / "foldtest1" / "seed0" / "result.json").read_text())
-    assert sorted(result["test"]["names"]) == ["MSP-PODCAST_0001_0011",
-                                               "MSP-PODCAST_0001_0013"]
+        (
+            tmp_path / "run" / "finetune" / "foldtest1" / "seed0" / "result.json"
+        ).read_text()
+    )
+    assert sorted(result["test"]["names"]) == [
+        "MSP-PODCAST_0001_0011",
+        "MSP-PODCAST_0001_0013",
+    ]
     assert len(result["dev"]["names"]) == 2  # Validation, read as Development

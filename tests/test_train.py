@@ -24,15 +24,28 @@ def tiny_config(method="pre_cpc", **overrides):
 def _pretrain(c, utts, workdir, step_fn=None):
     mesh = sharding.make_mesh()
     prog = experiment.Programs.build(c, mesh)
-    batches = pipeline.CropBatches(utts, c.pretrain.window, c.pretrain.batch_size, c.seed,
-                                   sharding.process_rows(c.pretrain.batch_size))
-    state = state_lib.create_state(prog.cpc, prog.cpc_tx, jax.random.key(0),
-                                   batches.batch(0), mesh)
-    return loop.train(name="test", workdir=workdir, state=state,
-                      step_fn=step_fn or prog.cpc_step, batches=batches.batch, mesh=mesh,
-                      num_steps=c.pretrain.num_steps,
-                      checkpoint_every=c.pretrain.checkpoint_every,
-                      log_every=c.pretrain.log_every, rng=jax.random.key(1)), prog
+    batches = pipeline.CropBatches(
+        utts,
+        c.pretrain.window,
+        c.pretrain.batch_size,
+        c.seed,
+        sharding.process_rows(c.pretrain.batch_size),
+    )
+    state = state_lib.create_state(
+        prog.cpc, prog.cpc_tx, jax.random.key(0), batches.batch(0), mesh
+    )
+    return loop.train(
+        name="test",
+        workdir=workdir,
+        state=state,
+        step_fn=step_fn or prog.cpc_step,
+        batches=batches.batch,
+        mesh=mesh,
+        num_steps=c.pretrain.num_steps,
+        checkpoint_every=c.pretrain.checkpoint_every,
+        log_every=c.pretrain.log_every,
+        rng=jax.random.key(1),
+    ), prog
 
 
 def _lines(path):
@@ -62,12 +75,14 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, unlabeled_utts):
     for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert int(resumed.step) == 6
-    assert _lines(tmp_path / "whole" / "metrics.jsonl") == \
-        _lines(tmp_path / "resumed" / "metrics.jsonl")
+    assert _lines(tmp_path / "whole" / "metrics.jsonl") == _lines(
+        tmp_path / "resumed" / "metrics.jsonl"
+    )
 
 
-def test_nan_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path,
-                                                                     unlabeled_utts):
+def test_nan_stops_with_a_message_and_keeps_the_last_good_checkpoint(
+    tmp_path, unlabeled_utts
+):
     c = tiny_config()
     mesh = sharding.make_mesh()
     prog = experiment.Programs.build(c, mesh)
@@ -77,8 +92,10 @@ def test_nan_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path,
         bad = jax.numpy.where(state.step >= 3, jax.numpy.nan, metrics["loss"])
         return state, {**metrics, "loss": bad}
 
-    with pytest.raises(loop.TrainingDiverged,
-                       match=r"loss became nan at step 3.*last good checkpoint \(step 2\)"):
+    with pytest.raises(
+        loop.TrainingDiverged,
+        match=r"loss became nan at step 3.*last good checkpoint \(step 2\)",
+    ):
         _pretrain(c, unlabeled_utts, str(tmp_path), nan_from_step_3)
     ckpts = checkpoint.Checkpoints(str(tmp_path / "checkpoints"))
     assert ckpts.latest_step() == 2
@@ -87,8 +104,9 @@ def test_nan_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path,
 
 
 @pytest.mark.parametrize("freeze", [False, True])
-def test_finetuning_starts_from_the_cpc_encoder(tmp_path, unlabeled_utts, labeled_utts,
-                                                freeze):
+def test_finetuning_starts_from_the_cpc_encoder(
+    tmp_path, unlabeled_utts, labeled_utts, freeze
+):
     c = tiny_config(**{"finetune.freeze_cpc": freeze})
     pretrained, _ = _pretrain(c, unlabeled_utts, str(tmp_path / "pretrain"))
     mesh = sharding.make_mesh()
@@ -106,21 +124,37 @@ def test_finetuning_starts_from_the_cpc_encoder(tmp_path, unlabeled_utts, labele
     checkpoint.restore_params, restore = spy, checkpoint.restore_params
     try:
         result = experiment.finetune_run(
-            c, prog, mesh, labeled_utts, split, 1, 0, str(tmp_path / "ft"),
-            str(tmp_path / "pretrain" / "checkpoints"), "test")
+            c,
+            prog,
+            mesh,
+            labeled_utts,
+            split,
+            1,
+            0,
+            str(tmp_path / "ft"),
+            str(tmp_path / "pretrain" / "checkpoints"),
+            "test",
+        )
     finally:
         checkpoint.restore_params = restore
     for key in ("encoder", "context"):
-        for a, b in zip(jax.tree.leaves(pretrained.params[key]),
-                        jax.tree.leaves(seen["params"][key])):
+        for a, b in zip(
+            jax.tree.leaves(pretrained.params[key]),
+            jax.tree.leaves(seen["params"][key]),
+        ):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert "predict_heads" not in seen["params"]
 
     ft = checkpoint.Checkpoints(str(tmp_path / "ft" / "checkpoints"))
     final = ft.manager.restore(ft.latest_step())["state"]["params"]
     ft.close()
-    moved = [not np.allclose(a, b) for a, b in zip(
-        jax.tree.leaves(pretrained.params["encoder"]), jax.tree.leaves(final["encoder"]))]
+    moved = [
+        not np.allclose(a, b)
+        for a, b in zip(
+            jax.tree.leaves(pretrained.params["encoder"]),
+            jax.tree.leaves(final["encoder"]),
+        )
+    ]
     assert any(moved) != freeze
     assert result["test"]["ccc"].keys() == {"act", "val", "dom", "avg"}
     assert len(result["test"]["preds"]) == len(split["test"])
@@ -130,29 +164,50 @@ def test_selection_keeps_the_best_dev_params_and_stops_early(tmp_path, unlabeled
     c = tiny_config()
     c.pretrain.num_steps = 6
     scripted = {1: 0.1, 2: 0.5, 3: 0.3, 4: 0.2, 5: 0.9, 6: 0.9}
-    selection = loop.Selection(evaluate=lambda st: {"avg": scripted[int(st.step)]},
-                               every=1, key="avg", patience=2)
+    selection = loop.Selection(
+        evaluate=lambda st: {"avg": scripted[int(st.step)]},
+        every=1,
+        key="avg",
+        patience=2,
+    )
     mesh = sharding.make_mesh()
     prog = experiment.Programs.build(c, mesh)
-    batches = pipeline.CropBatches(unlabeled_utts, c.pretrain.window, 8, c.seed, slice(0, 8))
+    batches = pipeline.CropBatches(
+        unlabeled_utts, c.pretrain.window, 8, c.seed, slice(0, 8)
+    )
 
     def run(workdir, num_steps, selection=None):
-        state = state_lib.create_state(prog.cpc, prog.cpc_tx, jax.random.key(0),
-                                       batches.batch(0), mesh)
-        return loop.train(name="test", workdir=str(workdir), state=state,
-                          step_fn=prog.cpc_step, batches=batches.batch, mesh=mesh,
-                          num_steps=num_steps, checkpoint_every=3, log_every=1,
-                          rng=jax.random.key(1), selection=selection)
+        state = state_lib.create_state(
+            prog.cpc, prog.cpc_tx, jax.random.key(0), batches.batch(0), mesh
+        )
+        return loop.train(
+            name="test",
+            workdir=str(workdir),
+            state=state,
+            step_fn=prog.cpc_step,
+            batches=batches.batch,
+            mesh=mesh,
+            num_steps=num_steps,
+            checkpoint_every=3,
+            log_every=1,
+            rng=jax.random.key(1),
+            selection=selection,
+        )
 
     stopped = run(tmp_path / "selected", 6, selection)
     assert int(stopped.step) == 4  # no new best at steps 3 and 4: patience 2
-    assert checkpoint.read_best(str(tmp_path / "selected")) == {"step": 2, "value": 0.5,
-                                                          "stopped_at": 4}
+    assert checkpoint.read_best(str(tmp_path / "selected")) == {
+        "step": 2,
+        "value": 0.5,
+        "stopped_at": 4,
+    }
     at_step_2 = run(tmp_path / "two_steps", 2)
     best = checkpoint.restore_best_params(str(tmp_path / "selected"), stopped.params)
     for a, b in zip(jax.tree.leaves(at_step_2.params), jax.tree.leaves(best)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    dev_rows = [r for r in _lines(tmp_path / "selected" / "metrics.jsonl") if "dev_avg" in r]
+    dev_rows = [
+        r for r in _lines(tmp_path / "selected" / "metrics.jsonl") if "dev_avg" in r
+    ]
     assert [r["dev_avg"] for r in dev_rows] == [0.1, 0.5, 0.3, 0.2]
     # A rerun finds the stage finished: nothing is trained again.
     again = run(tmp_path / "selected", 6, selection)
@@ -168,8 +223,9 @@ def _tones(num=24, seconds=1.0, seed=0):
         f0, f1 = rng.uniform(100, 2000, 2)
         wav = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.2 * np.sin(2 * np.pi * f1 * t)
         wav += 0.01 * rng.standard_normal(len(t))
-        source.append({"audio": (wav * 32767).astype(np.int16), "speaker": f"s{i}",
-                       "id": f"u{i}"})
+        source.append(
+            {"audio": (wav * 32767).astype(np.int16), "speaker": f"s{i}", "id": f"u{i}"}
+        )
     return pipeline.index_source(source, labeled=False, desc="tones")
 
 
@@ -189,21 +245,31 @@ def test_bfloat16_computes_in_bf16_keeps_fp32_state_and_tracks_fp32_loss():
         mesh = sharding.make_mesh()
         prog = experiment.Programs.build(c, mesh)
         batches = pipeline.CropBatches(_tones(), c.pretrain.window, 8, 0, slice(0, 8))
-        state = state_lib.create_state(prog.cpc, prog.cpc_tx, jax.random.key(0),
-                                       batches.batch(0), mesh)
+        state = state_lib.create_state(
+            prog.cpc, prog.cpc_tx, jax.random.key(0), batches.batch(0), mesh
+        )
         history = []
         for step in range(50):
-            state, metrics = prog.cpc_step(state, sharding.to_global(batches.batch(step), mesh),
-                                           jax.random.key(1))
+            state, metrics = prog.cpc_step(
+                state, sharding.to_global(batches.batch(step), mesh), jax.random.key(1)
+            )
             history.append(float(metrics["loss"]))
         assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
-        assert {x.dtype for x in jax.tree.leaves(state.opt_state)
-                if hasattr(x, "dtype") and x.ndim} == {np.dtype("float32")}
+        assert {
+            x.dtype
+            for x in jax.tree.leaves(state.opt_state)
+            if hasattr(x, "dtype") and x.ndim
+        } == {np.dtype("float32")}
         losses[dtype] = history
         if dtype == "bfloat16":
-            out = prog.cpc.apply({"params": state.params}, batches.batch(0)["wav"],
-                                 batches.batch(0)["lengths"])
+            out = prog.cpc.apply(
+                {"params": state.params},
+                batches.batch(0)["wav"],
+                batches.batch(0)["lengths"],
+            )
             assert out["z"].dtype == jax.numpy.bfloat16
     f32, bf16 = np.mean(losses["float32"][-5:]), np.mean(losses["bfloat16"][-5:])
-    assert f32 < 0.9 * losses["float32"][0]  # it learned, so the comparison means something
+    assert (
+        f32 < 0.9 * losses["float32"][0]
+    )  # it learned, so the comparison means something
     assert abs(bf16 - f32) / f32 < 0.01

@@ -39,7 +39,9 @@ def _prepare(builder, manual_dir, **kwargs):
     builder.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(
-            manual_dir=os.fspath(manual_dir), try_download_gcs=False, **kwargs))
+            manual_dir=os.fspath(manual_dir), try_download_gcs=False, **kwargs
+        ),
+    )
     return builder
 
 
@@ -58,8 +60,9 @@ def _report(builder):
     with open(builder.report_path, newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))
     assert rows[0] == ["kind", "where", "reason"]
-    report = {os.path.basename(where): (kind, reason)
-              for kind, where, reason in rows[1:]}
+    report = {
+        os.path.basename(where): (kind, reason) for kind, where, reason in rows[1:]
+    }
     assert len(report) == len(rows) - 1, "a file is reported twice"
     return report
 
@@ -86,20 +89,29 @@ def libri_root(tmp_path_factory):
     release = root / "LibriSpeech"
     for i, (utt, (subset, seconds)) in enumerate(LIBRI_GOOD.items()):
         speaker, chapter, _ = utt.split("-")
-        _write(str(release / subset / speaker / chapter / f"{utt}.flac"),
-               _tone(seconds, seed=i), format="FLAC", subtype="PCM_16")
+        _write(
+            str(release / subset / speaker / chapter / f"{utt}.flac"),
+            _tone(seconds, seed=i),
+            format="FLAC",
+            subtype="PCM_16",
+        )
     # What else a real copy holds: release notes, transcripts per chapter.
     for name in ("README.TXT", "SPEAKERS.TXT"):
         (release / name).write_text("; LibriSpeech\n")
     (release / "train-clean-100/19/198/19-198.trans.txt").write_text(
-        "19-198-0001 NORTHANGER ABBEY\n19-198-0002 THIS LITTLE WORK\n")
+        "19-198-0001 NORTHANGER ABBEY\n19-198-0002 THIS LITTLE WORK\n"
+    )
     # Damaged files: random bytes under a flac name, an empty file, a stray take.
     rng = np.random.default_rng(7)
     (release / "train-clean-100/26/495/26-495-0002.flac").write_bytes(
-        rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
+        rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    )
     (release / "dev-clean/84/121123/84-121123-0002.flac").write_bytes(b"")
-    _write(str(release / "train-clean-100/26/495/26-495-take2.flac"), _tone(0.3),
-           format="FLAC")
+    _write(
+        str(release / "train-clean-100/26/495/26-495-take2.flac"),
+        _tone(0.3),
+        format="FLAC",
+    )
     return root
 
 
@@ -128,7 +140,8 @@ def test_librispeech_default_config_from_parent_folder(libri_root, tmp_path, cap
 
     report = _report(builder)
     assert builder.report_path == os.path.join(
-        tmp_path, "prepare_report_librispeech_manual_train-clean-100.tsv")
+        tmp_path, "prepare_report_librispeech_manual_train-clean-100.tsv"
+    )
     assert report["26-495-0002.flac"][0] == "audio"
     assert report["26-495-0002.flac"][1].startswith("unreadable")
     assert report["26-495-take2.flac"] == ("audio", librispeech.BAD_NAME)
@@ -159,18 +172,23 @@ def test_librispeech_subset_selection_from_release_folder(libri_root, tmp_path):
     assert by_subset == {"train-clean-100": 5, "dev-clean": 3}
     assert builder.info.splits["train"].num_examples == 8
     assert builder.data_dir.endswith(
-        os.path.join("librispeech_manual", "dev-clean+train-clean-100", "1.0.0"))
+        os.path.join("librispeech_manual", "dev-clean+train-clean-100", "1.0.0")
+    )
 
     report = _report(builder)
     assert set(report) == {
-        "26-495-0002.flac", "26-495-take2.flac", "84-121123-0002.flac"}
+        "26-495-0002.flac",
+        "26-495-take2.flac",
+        "84-121123-0002.flac",
+    }
     assert report["84-121123-0002.flac"][1].startswith(("unreadable", "empty"))
 
 
 def test_librispeech_missing_subset_names_it_and_the_layout(libri_root, tmp_path):
     builder = librispeech.LibriSpeechManual(
         data_dir=tmp_path,
-        config=librispeech.config_for("train-clean-100,train-clean-360"))
+        config=librispeech.config_for("train-clean-100,train-clean-360"),
+    )
     with pytest.raises(base.LayoutError) as e:
         _prepare(builder, libri_root)
     message = str(e.value)
@@ -182,8 +200,9 @@ def test_librispeech_missing_subset_names_it_and_the_layout(libri_root, tmp_path
 
 def test_librispeech_preparing_twice_does_not_duplicate(libri_root, tmp_path):
     config = librispeech.config_for("dev-clean")
-    first = _prepare(librispeech.LibriSpeechManual(data_dir=tmp_path, config=config),
-                     libri_root)
+    first = _prepare(
+        librispeech.LibriSpeechManual(data_dir=tmp_path, config=config), libri_root
+    )
     first_ids = set(_records(first))
 
     # A new builder finds the prepared data and does nothing.
@@ -193,8 +212,9 @@ def test_librispeech_preparing_twice_does_not_duplicate(libri_root, tmp_path):
     assert set(_records(again)) == first_ids
 
     # Regenerating with the same builder replaces data and report, not adds.
-    _prepare(first, libri_root,
-             download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD)
+    _prepare(
+        first, libri_root, download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD
+    )
     assert set(_records(first)) == first_ids and len(first_ids) == 3
     assert list(_report(first)) == ["84-121123-0002.flac"]
 
@@ -202,9 +222,14 @@ def test_librispeech_preparing_twice_does_not_duplicate(libri_root, tmp_path):
 def test_librispeech_configs_and_expected_counts():
     names = [c.name for c in librispeech.LibriSpeechManual.BUILDER_CONFIGS]
     assert names == [
-        "train-clean-100", "train-clean-360", "train-other-500", "train-960"]
+        "train-clean-100",
+        "train-clean-360",
+        "train-other-500",
+        "train-960",
+    ]
     train_960 = librispeech.config_for(
-        ("train-other-500", "train-clean-100", "train-clean-360"))
+        ("train-other-500", "train-clean-100", "train-clean-360")
+    )
     assert train_960.name == "train-960"
     assert train_960.expected_count == 28539 + 104014 + 148688
     assert librispeech.config_for("train-clean-360").expected_count == 104014
@@ -212,21 +237,30 @@ def test_librispeech_configs_and_expected_counts():
     mini = librispeech.config_for("train-clean-5")
     assert mini.expected_count is None
     assert librispeech.config_for("train-960+dev-clean").subsets == (
-        "dev-clean", "train-clean-100", "train-clean-360", "train-other-500")
+        "dev-clean",
+        "train-clean-100",
+        "train-clean-360",
+        "train-other-500",
+    )
     with pytest.raises(ValueError, match="no subsets"):
         librispeech.config_for("")
 
 
 # ----------------------------------------------------------------- AudioFolder
 
+
 @pytest.fixture(scope="module")
 def talks_root(tmp_path_factory):
     """A folder of talks in mixed formats, rates and channel counts."""
     root = tmp_path_factory.mktemp("talks")
-    _write(str(root / "talkA/part1.wav"), _tone(0.5, rate=44100, channels=2, seed=1),
-           rate=44100)
-    _write(str(root / "talkB/x.ogg"), _tone(0.4, seed=2),
-           format="OGG", subtype="VORBIS")
+    _write(
+        str(root / "talkA/part1.wav"),
+        _tone(0.5, rate=44100, channels=2, seed=1),
+        rate=44100,
+    )
+    _write(
+        str(root / "talkB/x.ogg"), _tone(0.4, seed=2), format="OGG", subtype="VORBIS"
+    )
     _write(str(root / "talkB/y.flac"), _tone(0.3, seed=3), format="FLAC")
     _write(str(root / "talkB/y.wav"), _tone(0.3, seed=4))  # same id as y.flac
     _write(str(root / "talkB/silent.wav"), np.zeros(8000, np.float32))
@@ -238,18 +272,29 @@ def talks_root(tmp_path_factory):
 
 
 def test_audio_folder_default_pattern(talks_root, tmp_path, capsys):
-    builder = audio_folder.AudioFolder(data_dir=tmp_path,
-                                       config=audio_folder.folder_config("ted"))
+    builder = audio_folder.AudioFolder(
+        data_dir=tmp_path, config=audio_folder.folder_config("ted")
+    )
     _prepare(builder, talks_root)
 
     records = _records(builder)
     speakers = {i: r["speaker"] for i, r in records.items()}
-    assert speakers == {"talkA/part1": "talkA", "talkB/x": "talkB", "talkB/y": "talkB",
-                        "talkC/long": "talkC", "intro": audio_folder.UNKNOWN_SPEAKER}
+    assert speakers == {
+        "talkA/part1": "talkA",
+        "talkB/x": "talkB",
+        "talkB/y": "talkB",
+        "talkC/long": "talkC",
+        "intro": audio_folder.UNKNOWN_SPEAKER,
+    }
     lengths = {i: len(r["audio"]) for i, r in records.items()}
     # 0.5 s of 44.1 kHz stereo comes out as 16 kHz mono.
-    assert lengths == {"talkA/part1": 8000, "talkB/x": 6400, "talkB/y": 4800,
-                       "talkC/long": 40000, "intro": 4000}
+    assert lengths == {
+        "talkA/part1": 8000,
+        "talkB/x": 6400,
+        "talkB/y": 4800,
+        "talkC/long": 40000,
+        "intro": 4000,
+    }
     # y.flac sorts first and is kept.
     assert np.corrcoef(records["talkB/y"]["audio"], _tone(0.3, seed=3))[0, 1] > 0.999
 
@@ -271,16 +316,26 @@ def test_audio_folder_default_pattern(talks_root, tmp_path, capsys):
 
 def test_audio_folder_custom_pattern_and_chunks(talks_root, tmp_path, capsys):
     config = audio_folder.folder_config(
-        "ted_1s", speaker_pattern=r"^talk(?P<speaker>[A-Z])/",
-        extensions=("wav", ".OGG"), chunk_seconds=1.0)
-    builder = _prepare(audio_folder.AudioFolder(data_dir=tmp_path, config=config),
-                       talks_root)
+        "ted_1s",
+        speaker_pattern=r"^talk(?P<speaker>[A-Z])/",
+        extensions=("wav", ".OGG"),
+        chunk_seconds=1.0,
+    )
+    builder = _prepare(
+        audio_folder.AudioFolder(data_dir=tmp_path, config=config), talks_root
+    )
 
     records = _records(builder)
     # flac is not taken now, so y.wav is the only talkB/y.
     assert {i: r["speaker"] for i, r in records.items()} == {
-        "talkA/part1": "A", "talkB/x": "B", "talkB/y": "B", "intro": "unknown",
-        "talkC/long#0": "C", "talkC/long#1": "C", "talkC/long#2": "C"}
+        "talkA/part1": "A",
+        "talkB/x": "B",
+        "talkB/y": "B",
+        "intro": "unknown",
+        "talkC/long#0": "C",
+        "talkC/long#1": "C",
+        "talkC/long#2": "C",
+    }
     # 2.5 s cut into three near-equal chunks of at most 1 s, nothing lost.
     parts = [records[f"talkC/long#{k}"]["audio"] for k in range(3)]
     assert [len(p) for p in parts] == [13334, 13333, 13333]

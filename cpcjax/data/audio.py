@@ -58,8 +58,11 @@ def load(path: str) -> np.ndarray:
     # libsndfile shortens a cut wav to the data present and says so only here.
     cut = re.search(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "")
     if cut:
-        raise BadAudio(path, f"truncated (header promises {cut.group(1)} bytes of audio, "
-                             f"the file holds {cut.group(2)})")
+        raise BadAudio(
+            path,
+            f"truncated (header promises {cut.group(1)} bytes of audio, "
+            f"the file holds {cut.group(2)})",
+        )
     if info.frames > 0 and len(wav) < info.frames:
         raise BadAudio(path, f"truncated ({len(wav)} of {info.frames} frames)")
     if len(wav) == 0:
@@ -70,7 +73,9 @@ def load(path: str) -> np.ndarray:
     if peak < SILENT_PEAK:
         raise BadAudio(path, "silent")
     if np.mean(np.abs(wav) >= 0.999) > CLIPPED_FRACTION:
-        raise BadAudio(path, f"clipped (over {CLIPPED_FRACTION:.0%} of samples at full scale)")
+        raise BadAudio(
+            path, f"clipped (over {CLIPPED_FRACTION:.0%} of samples at full scale)"
+        )
     mono = wav.mean(axis=1)
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
@@ -111,8 +116,12 @@ class Problems:
 T = TypeVar("T")
 
 
-def load_many(items: Iterable[T], path_of: Callable[[T], str], workers: int | None = None,
-              window: int = 64) -> Iterator[tuple[T, np.ndarray | BadAudio]]:
+def load_many(
+    items: Iterable[T],
+    path_of: Callable[[T], str],
+    workers: int | None = None,
+    window: int = 64,
+) -> Iterator[tuple[T, np.ndarray | BadAudio]]:
     """Decodes the audio of `items` on `workers` processes, in order, streaming.
 
     At most `window` files are in flight, so memory stays bounded however

@@ -52,10 +52,15 @@ class Utterances:
         rows = np.asarray(rows, dtype=np.int64)
         pick = lambda a: None if a is None else a[rows]
         return Utterances(
-            source=self.source, records=self.records[rows], lengths=self.lengths[rows],
-            speakers=self.speakers[rows], names=self.names[rows],
-            labels=pick(self.labels), sessions=pick(self.sessions),
-            categories=pick(self.categories), partitions=pick(self.partitions),
+            source=self.source,
+            records=self.records[rows],
+            lengths=self.lengths[rows],
+            speakers=self.speakers[rows],
+            names=self.names[rows],
+            labels=pick(self.labels),
+            sessions=pick(self.sessions),
+            categories=pick(self.categories),
+            partitions=pick(self.partitions),
         )
 
     def audio(self, row: int) -> np.ndarray:
@@ -64,14 +69,16 @@ class Utterances:
         return np.asarray(wav, dtype=np.float32) / 32768.0
 
 
-def index_source(source, labeled: bool, desc: str,
-                 partitions: np.ndarray | None = None) -> Utterances:
+def index_source(
+    source, labeled: bool, desc: str, partitions: np.ndarray | None = None
+) -> Utterances:
     """Reads the metadata of every record once (audio lengths included)."""
     n = len(source)
     lengths = np.zeros(n, np.int64)
     speakers, names, labels, sessions, categories = [], [], [], [], []
-    for i in tqdm.trange(n, desc=f"indexing {desc}", unit="utt", leave=False,
-                         disable=n < 2000):
+    for i in tqdm.trange(
+        n, desc=f"indexing {desc}", unit="utt", leave=False, disable=n < 2000
+    ):
         ex = source[i]
         lengths[i] = len(ex["audio"])
         speakers.append(_text(ex.get("speaker", "")))
@@ -81,8 +88,11 @@ def index_source(source, labeled: bool, desc: str,
             sessions.append(int(ex.get("session", 0)))
             categories.append(int(ex.get("category", -1)))
     return Utterances(
-        source=source, records=np.arange(n), lengths=lengths,
-        speakers=np.asarray(speakers), names=np.asarray(names),
+        source=source,
+        records=np.arange(n),
+        lengths=lengths,
+        speakers=np.asarray(speakers),
+        names=np.asarray(names),
         labels=np.stack(labels) if labeled else None,
         sessions=np.asarray(sessions) if labeled else None,
         categories=np.asarray(categories) if labeled else None,
@@ -101,8 +111,9 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 class CropBatches:
     """Fixed-length random crops for CPC: batch(step) -> {"wav", "lengths"}."""
 
-    def __init__(self, utts: Utterances, window: int, global_batch: int,
-                 seed: int, rows: slice):
+    def __init__(
+        self, utts: Utterances, window: int, global_batch: int, seed: int, rows: slice
+    ):
         keep = np.flatnonzero(utts.lengths >= window)
         if len(keep) == 0:
             raise ConfigError(
@@ -111,7 +122,12 @@ class CropBatches:
             )
         self.skipped = len(utts) - len(keep)
         self.utts = utts.subset(keep)
-        self.window, self.global_batch, self.seed, self.rows = window, global_batch, seed, rows
+        self.window, self.global_batch, self.seed, self.rows = (
+            window,
+            global_batch,
+            seed,
+            rows,
+        )
 
     def global_rows(self, step: int) -> np.ndarray:
         """Utterance rows of the global batch of `step`: epochs of permutations."""
@@ -128,12 +144,16 @@ class CropBatches:
         spare = self.utts.lengths[rows] - self.window
         # Offsets for the whole global batch, then this process' share: the
         # crop of a row does not depend on the process count.
-        offsets = (np.random.default_rng([self.seed, step, 0xC209]).random(len(rows))
-                   * (spare + 1)).astype(np.int64)
-        wav = np.stack([
-            self.utts.audio(r)[o:o + self.window]
-            for r, o in zip(rows[self.rows], offsets[self.rows])
-        ])
+        offsets = (
+            np.random.default_rng([self.seed, step, 0xC209]).random(len(rows))
+            * (spare + 1)
+        ).astype(np.int64)
+        wav = np.stack(
+            [
+                self.utts.audio(r)[o : o + self.window]
+                for r, o in zip(rows[self.rows], offsets[self.rows])
+            ]
+        )
         lengths = np.full(len(wav), self.window, np.int32)
         return {"wav": wav, "lengths": lengths}
 
@@ -159,8 +179,16 @@ class BucketBatches:
     Targets are standardised with (mean, std) of the training labels.
     """
 
-    def __init__(self, utts: Utterances, buckets: Sequence[int], global_batch: int,
-                 seed: int, rows: slice, label_mean: np.ndarray, label_std: np.ndarray):
+    def __init__(
+        self,
+        utts: Utterances,
+        buckets: Sequence[int],
+        global_batch: int,
+        seed: int,
+        rows: slice,
+        label_mean: np.ndarray,
+        label_std: np.ndarray,
+    ):
         self.utts, self.buckets = utts, list(buckets)
         self.global_batch, self.seed, self.rows = global_batch, seed, rows
         self.label_mean, self.label_std = label_mean, label_std
@@ -179,7 +207,10 @@ class BucketBatches:
                 n_batches = -(-len(order) // self.global_batch)
                 order = np.resize(order, n_batches * self.global_batch)
                 batches.extend(order.reshape(n_batches, self.global_batch))
-            self._cached_epoch = (epoch, [batches[i] for i in rng.permutation(len(batches))])
+            self._cached_epoch = (
+                epoch,
+                [batches[i] for i in rng.permutation(len(batches))],
+            )
         return self._cached_epoch[1]
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
@@ -187,21 +218,32 @@ class BucketBatches:
         rows = self._schedule(epoch)[k]
         length = self.buckets[self.bucket[rows[0]]]
         crop_rng = np.random.default_rng([self.seed, step, 0xC809])
-        starts = (crop_rng.random(len(rows))
-                  * (np.maximum(self.utts.lengths[rows] - length, 0) + 1)).astype(np.int64)
+        starts = (
+            crop_rng.random(len(rows))
+            * (np.maximum(self.utts.lengths[rows] - length, 0) + 1)
+        ).astype(np.int64)
         mine = rows[self.rows]
-        wav, lengths = _pad([self.utts.audio(r)[s:s + length]
-                             for r, s in zip(mine, starts[self.rows])], length)
+        wav, lengths = _pad(
+            [
+                self.utts.audio(r)[s : s + length]
+                for r, s in zip(mine, starts[self.rows])
+            ],
+            length,
+        )
         targets = (self.utts.labels[mine] - self.label_mean) / self.label_std
-        return {"wav": wav, "lengths": lengths, "targets": targets.astype(np.float32),
-                "weights": np.ones(len(mine), np.float32)}
+        return {
+            "wav": wav,
+            "lengths": lengths,
+            "targets": targets.astype(np.float32),
+            "weights": np.ones(len(mine), np.float32),
+        }
 
 
 def _pad(wavs: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
     out = np.zeros((len(wavs), length), np.float32)
     lengths = np.zeros(len(wavs), np.int32)
     for i, w in enumerate(wavs):
-        out[i, :len(w)] = w
+        out[i, : len(w)] = w
         lengths[i] = len(w)
     return out, lengths
 
@@ -214,8 +256,9 @@ def eval_buckets(utts: Utterances, buckets: Sequence[int]) -> list[int]:
     return out
 
 
-def eval_batches(utts: Utterances, buckets: Sequence[int], global_batch: int,
-                 rows: slice) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+def eval_batches(
+    utts: Utterances, buckets: Sequence[int], global_batch: int, rows: slice
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Every utterance once, whole, in padded bucketed batches.
 
     Yields (global row ids with -1 for padding rows, this process' batch).
@@ -227,10 +270,18 @@ def eval_batches(utts: Utterances, buckets: Sequence[int], global_batch: int,
         members = np.flatnonzero(bucket == k)
         for start in range(0, len(members), global_batch):
             ids = np.full(global_batch, -1, np.int64)
-            chunk = members[start:start + global_batch]
-            ids[:len(chunk)] = chunk
+            chunk = members[start : start + global_batch]
+            ids[: len(chunk)] = chunk
             mine = ids[rows]
-            wav, lengths = _pad([utts.audio(r) if r >= 0 else np.zeros(0, np.float32)
-                                 for r in mine], length)
-            yield ids, {"wav": wav, "lengths": lengths,
-                        "weights": (mine >= 0).astype(np.float32)}
+            wav, lengths = _pad(
+                [utts.audio(r) if r >= 0 else np.zeros(0, np.float32) for r in mine],
+                length,
+            )
+            yield (
+                ids,
+                {
+                    "wav": wav,
+                    "lengths": lengths,
+                    "weights": (mine >= 0).astype(np.float32),
+                },
+            )

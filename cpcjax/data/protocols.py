@@ -10,8 +10,9 @@ def session_folds(sessions: np.ndarray) -> list[int]:
     return sorted(int(s) for s in np.unique(sessions))
 
 
-def leave_one_session_out(sessions: np.ndarray, test_session: int,
-                          dev_fraction: float, seed: int) -> dict[str, np.ndarray]:
+def leave_one_session_out(
+    sessions: np.ndarray, test_session: int, dev_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
     """Rows of the train / dev / test splits of one fold.
 
     The test split is every utterance of `test_session`, so its two speakers
@@ -22,17 +23,23 @@ def leave_one_session_out(sessions: np.ndarray, test_session: int,
     test = np.flatnonzero(sessions == test_session)
     rest = np.flatnonzero(sessions != test_session)
     if len(test) == 0 or len(rest) == 0:
-        raise ValueError(f"fold {test_session}: no utterances in session {test_session} "
-                         f"or outside it")
+        raise ValueError(
+            f"fold {test_session}: no utterances in session {test_session} "
+            f"or outside it"
+        )
     rng = np.random.default_rng([seed, test_session, 0xDE7])
     shuffled = rng.permutation(rest)
     n_dev = max(1, int(round(dev_fraction * len(rest))))
-    return {"train": np.sort(shuffled[n_dev:]), "dev": np.sort(shuffled[:n_dev]),
-            "test": test}
+    return {
+        "train": np.sort(shuffled[n_dev:]),
+        "dev": np.sort(shuffled[:n_dev]),
+        "test": test,
+    }
 
 
-def folds(utts, corpus: str, only: tuple = (), dev_fraction: float = 0.1,
-          seed: int = 0) -> dict:
+def folds(
+    utts, corpus: str, only: tuple = (), dev_fraction: float = 0.1, seed: int = 0
+) -> dict:
     """fold name -> train/dev/test rows, as the corpus' protocol defines them.
 
     IEMOCAP and the synthetic corpus: leave-one-session-out, folds named by
@@ -44,15 +51,26 @@ def folds(utts, corpus: str, only: tuple = (), dev_fraction: float = 0.1,
         parts = utts.partitions
         test = next((p for p in ("test1", "test2") if np.any(parts == p)), None)
         if test is None or not np.any(parts == "train"):
-            raise ValueError("msp_podcast: the prepared release has no Train and Test1 "
-                             "(or Test2) partitions with usable audio")
-        return {test: {"train": np.flatnonzero(parts == "train"),
-                       "dev": np.flatnonzero(parts == "development"),
-                       "test": np.flatnonzero(parts == test)}}
+            raise ValueError(
+                "msp_podcast: the prepared release has no Train and Test1 "
+                "(or Test2) partitions with usable audio"
+            )
+        return {
+            test: {
+                "train": np.flatnonzero(parts == "train"),
+                "dev": np.flatnonzero(parts == "development"),
+                "test": np.flatnonzero(parts == test),
+            }
+        }
     names = [int(f) for f in only] or session_folds(utts.sessions)
-    return {f: leave_one_session_out(utts.sessions, f, dev_fraction, seed) for f in names}
+    return {
+        f: leave_one_session_out(utts.sessions, f, dev_fraction, seed) for f in names
+    }
 
 
 def protocol_name(corpus: str) -> str:
-    return ("official partitions (Train / Development / Test1)" if corpus == "msp_podcast"
-            else "leave-one-session-out")
+    return (
+        "official partitions (Train / Development / Test1)"
+        if corpus == "msp_podcast"
+        else "leave-one-session-out"
+    )

@@ -20,18 +20,22 @@ PREPARE_HINT = {
     "iemocap": "python -m cpcjax.prepare iemocap --manual_dir=/path/to/IEMOCAP_full_release",
     "msp_podcast": "python -m cpcjax.prepare msp_podcast --manual_dir=/path/to/MSP-PODCAST-Publish-1.x",
     "librispeech": "python -m cpcjax.prepare librispeech --manual_dir=/path/to/LibriSpeech "
-                   "--subsets={subsets}",
+    "--subsets={subsets}",
     "audio_folder": "python -m cpcjax.prepare audio_folder --manual_dir=/path/to/folder "
-                    "--name={name}",
+    "--name={name}",
     "librispeech_tfds": "tfds.builder('librispeech', data_dir='{data_dir}')"
-                        ".download_and_prepare()",
+    ".download_and_prepare()",
 }
 # TFDS's stock librispeech names its splits without the dash.
-STOCK_LIBRISPEECH_SPLITS = {"train-clean-100": "train_clean100",
-                            "train-clean-360": "train_clean360",
-                            "train-other-500": "train_other500",
-                            "dev-clean": "dev_clean", "dev-other": "dev_other",
-                            "test-clean": "test_clean", "test-other": "test_other"}
+STOCK_LIBRISPEECH_SPLITS = {
+    "train-clean-100": "train_clean100",
+    "train-clean-360": "train_clean360",
+    "train-other-500": "train_other500",
+    "dev-clean": "dev_clean",
+    "dev-other": "dev_other",
+    "test-clean": "test_clean",
+    "test-other": "test_other",
+}
 MSP_PARTITIONS = ("train", "development", "test1", "test2")
 
 
@@ -43,8 +47,15 @@ def data_dir(config) -> str:
     return os.path.expanduser(config.data_dir)
 
 
-def builder_for(corpus: str, root: str, subsets=("train-clean-100",), name=None,
-                speaker_pattern=None, audio_dir="Audios", labels_dir="Labels"):
+def builder_for(
+    corpus: str,
+    root: str,
+    subsets=("train-clean-100",),
+    name=None,
+    speaker_pattern=None,
+    audio_dir="Audios",
+    labels_dir="Labels",
+):
     """The TFDS builder of `corpus` in data dir `root` (prepared or not)."""
     if corpus == "iemocap":
         from cpcjax.data.corpora import iemocap
@@ -53,19 +64,25 @@ def builder_for(corpus: str, root: str, subsets=("train-clean-100",), name=None,
     if corpus == "msp_podcast":
         from cpcjax.data.corpora import msp_podcast
 
-        return msp_podcast.MspPodcast(data_dir=root, config=msp_podcast.MspPodcastConfig(
-            name="default", audio_dir=audio_dir, labels_dir=labels_dir))
+        return msp_podcast.MspPodcast(
+            data_dir=root,
+            config=msp_podcast.MspPodcastConfig(
+                name="default", audio_dir=audio_dir, labels_dir=labels_dir
+            ),
+        )
     if corpus == "librispeech":
         from cpcjax.data.corpora import librispeech
 
-        return librispeech.LibriSpeechManual(data_dir=root,
-                                             config=librispeech.config_for(tuple(subsets)))
+        return librispeech.LibriSpeechManual(
+            data_dir=root, config=librispeech.config_for(tuple(subsets))
+        )
     if corpus == "audio_folder":
         from cpcjax.data.corpora import audio_folder
 
         kwargs = {} if speaker_pattern is None else {"speaker_pattern": speaker_pattern}
-        return audio_folder.AudioFolder(data_dir=root,
-                                        config=audio_folder.folder_config(name, **kwargs))
+        return audio_folder.AudioFolder(
+            data_dir=root, config=audio_folder.folder_config(name, **kwargs)
+        )
     if corpus == "librispeech_tfds":
         import tensorflow_datasets as tfds
 
@@ -83,12 +100,15 @@ def _pretrain_builder(config):
 
 
 def _not_prepared(corpus: str, root: str, **fmt) -> CorpusNotPrepared:
-    hint = PREPARE_HINT[corpus].format(data_dir=root, **{
-        k: ",".join(v) if isinstance(v, tuple) else v for k, v in fmt.items()})
+    hint = PREPARE_HINT[corpus].format(
+        data_dir=root,
+        **{k: ",".join(v) if isinstance(v, tuple) else v for k, v in fmt.items()},
+    )
     return CorpusNotPrepared(
         f"corpus {corpus!r} is not prepared in {root}: prepare it once from your own "
         f"copy with `{hint}` (add --data_dir={root} if that is not the default), or run "
-        f"a config with :synthetic")
+        f"a config with :synthetic"
+    )
 
 
 def _prepared(corpus: str, root: str, **options):
@@ -117,15 +137,22 @@ def _synthetic(config, part: str):
     if part == "emotion":
         sizes = dict(utterances_per_speaker=s.emotion_utterances_per_speaker)
     else:
-        sizes = dict(num_speakers=s.unlabeled_speakers,
-                     utterances_per_speaker=s.unlabeled_utterances_per_speaker)
+        sizes = dict(
+            num_speakers=s.unlabeled_speakers,
+            utterances_per_speaker=s.unlabeled_utterances_per_speaker,
+        )
     default = synthetic.SyntheticSpeechConfig(name=part, part=part)
-    if s.seed == default.seed and all(getattr(default, k) == v for k, v in sizes.items()):
+    if s.seed == default.seed and all(
+        getattr(default, k) == v for k, v in sizes.items()
+    ):
         return synthetic.load_synthetic(part, data_dir(config))
-    name = f"{part}_seed{s.seed}_" + "_".join(f"{k}{v}" for k, v in sorted(sizes.items()))
+    name = f"{part}_seed{s.seed}_" + "_".join(
+        f"{k}{v}" for k, v in sorted(sizes.items())
+    )
     return synthetic.load_synthetic(
         synthetic.SyntheticSpeechConfig(name=name, part=part, seed=s.seed, **sizes),
-        data_dir(config))
+        data_dir(config),
+    )
 
 
 class ConcatSource:
@@ -169,13 +196,15 @@ def emotion_corpus(config) -> pipeline.Utterances:
         return pipeline.index_source(source, labeled=True, desc="emotion corpus")
     builder = _prepared(config.corpus, root)
     if config.corpus == "iemocap":
-        return pipeline.index_source(builder.as_data_source("train"), labeled=True,
-                                     desc="iemocap")
+        return pipeline.index_source(
+            builder.as_data_source("train"), labeled=True, desc="iemocap"
+        )
     splits = [s for s in MSP_PARTITIONS if s in builder.info.splits]
     sources = [builder.as_data_source(s) for s in splits]
     partitions = np.concatenate([[s] * len(src) for s, src in zip(splits, sources)])
-    return pipeline.index_source(ConcatSource(sources), labeled=True, desc="msp_podcast",
-                                 partitions=partitions)
+    return pipeline.index_source(
+        ConcatSource(sources), labeled=True, desc="msp_podcast", partitions=partitions
+    )
 
 
 def unlabeled_corpus(config) -> pipeline.Utterances:
@@ -188,9 +217,12 @@ def unlabeled_corpus(config) -> pipeline.Utterances:
     if corpus == "librispeech_tfds":
         subsets = config.pretrain.librispeech_subsets
         source = ConcatSource(
-            RenamedSource(builder.as_data_source(STOCK_LIBRISPEECH_SPLITS[s]),
-                          {"speech": "audio", "speaker_id": "speaker"})
-            for s in subsets)
+            RenamedSource(
+                builder.as_data_source(STOCK_LIBRISPEECH_SPLITS[s]),
+                {"speech": "audio", "speaker_id": "speaker"},
+            )
+            for s in subsets
+        )
     else:
         source = builder.as_data_source("train")
     return pipeline.index_source(source, labeled=False, desc=config.pretrain.corpus)

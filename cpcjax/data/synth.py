@@ -776,8 +776,15 @@ def labeled_utterance(
     _check_seconds(min_seconds, max_seconds)
     speaker = labeled_speaker(seed, session, sex)
     rng = _rng(seed, _LABELED, _UTTERANCE_STREAM, session, SEXES.index(sex), index)
-    return _utterance(rng, f"{speaker.name}_synth_{sex}{index:03d}", speaker,
-                      LABELED_CATEGORY_PRIOR, min_seconds, max_seconds, session=session)
+    return _utterance(
+        rng,
+        f"{speaker.name}_synth_{sex}{index:03d}",
+        speaker,
+        LABELED_CATEGORY_PRIOR,
+        min_seconds,
+        max_seconds,
+        session=session,
+    )
 
 
 def unlabeled_utterance(
@@ -805,20 +812,40 @@ def unlabeled_utterance(
     _check_seconds(min_seconds, max_seconds)
     speaker = unlabeled_speaker(seed, speaker_index)
     rng = _rng(seed, _UNLABELED, _UTTERANCE_STREAM, speaker_index, index)
-    return _utterance(rng, f"{speaker.name}_{index:04d}", speaker,
-                      UNLABELED_CATEGORY_PRIOR, min_seconds, max_seconds)
+    return _utterance(
+        rng,
+        f"{speaker.name}_{index:04d}",
+        speaker,
+        UNLABELED_CATEGORY_PRIOR,
+        min_seconds,
+        max_seconds,
+    )
 
 
-def _utterance(rng, utterance_id: str, speaker, prior, min_seconds: float,
-               max_seconds: float, session: int = 0) -> Utterance:
+def _utterance(
+    rng,
+    utterance_id: str,
+    speaker,
+    prior,
+    min_seconds: float,
+    max_seconds: float,
+    session: int = 0,
+) -> Utterance:
     """Emotion -> prosody -> ratings -> audio, all drawn from `rng` in this order."""
     emotion = sample_emotion(rng, prior)
     prosody = prosody_for(emotion, speaker, rng)
     labels = rate_labels(emotion, rng)
     seconds = rng.uniform(min_seconds, max_seconds)
     audio = synthesize_utterance(rng.integers(2**63), speaker, prosody, seconds)
-    return Utterance(id=utterance_id, speaker=speaker, emotion=emotion, prosody=prosody,
-                     labels=labels, audio=audio, session=session)
+    return Utterance(
+        id=utterance_id,
+        speaker=speaker,
+        emotion=emotion,
+        prosody=prosody,
+        labels=labels,
+        audio=audio,
+        session=session,
+    )
 
 
 def unlabeled_examples(

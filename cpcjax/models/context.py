@@ -31,7 +31,8 @@ class Context(nn.Module):
             c: [B, T, hidden]; zero at frames >= frame_lens.
         """
         cell = nn.GRUCell(
-            self.hidden, dtype=self.dtype, param_dtype=jnp.float32, name="gru")
+            self.hidden, dtype=self.dtype, param_dtype=jnp.float32, name="gru"
+        )
         rnn = nn.RNN(cell)
         if frame_lens is None:
             return rnn(z.astype(self.dtype))

@@ -42,7 +42,8 @@ class PredictHeads(nn.Module):
         # fan_in = H, as for K separate Dense layers.
         init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
         kernel = self.param(
-            "kernel", init, (c.shape[-1], self.num_steps, self.features), jnp.float32)
+            "kernel", init, (c.shape[-1], self.num_steps, self.features), jnp.float32
+        )
         c, kernel = promote_dtype(c, kernel, dtype=self.dtype)
         return jnp.einsum("bth,hkf->btkf", c, kernel)  # [B, T, K, features]
 
@@ -79,7 +80,8 @@ def sample_negatives(rng, frame_lens, num_frames, num_steps, num_negatives, grou
     if group_size < 1 or batch % group_size:
         raise ValueError(
             f"model.negatives_group_size: {group_size} must divide the batch "
-            f"size {batch}")
+            f"size {batch}"
+        )
     frame_lens = jnp.asarray(frame_lens, jnp.int32)
     shape = (batch, num_frames, num_steps, num_negatives)
     rng_utt, rng_frame = jax.random.split(rng)
@@ -87,16 +89,18 @@ def sample_negatives(rng, frame_lens, num_frames, num_steps, num_negatives, grou
     first = jnp.arange(batch) - member  # [B] first utterance of the group
     j = jax.random.randint(rng_utt, shape, 0, group_size)  # [B, T, K, N-1]
     lens_j = frame_lens[first[:, None, None, None] + j]  # [B, T, K, N-1]
-    positive = (jnp.arange(num_frames)[:, None]
-                + jnp.arange(1, num_steps + 1)[None, :])  # [T, K]
+    positive = (
+        jnp.arange(num_frames)[:, None] + jnp.arange(1, num_steps + 1)[None, :]
+    )  # [T, K]
     own = j == member[:, None, None, None]
     excluded = own & (positive[None, :, :, None] < lens_j)
     choices = lens_j - excluded.astype(jnp.int32)
     frame = jax.random.randint(rng_frame, shape, 0, jnp.maximum(choices, 1))
     # Drawing from one frame fewer and stepping over the positive keeps the
     # distribution uniform over the remaining frames.
-    frame = jnp.where(excluded & (frame >= positive[None, :, :, None]),
-                      frame + 1, frame)
+    frame = jnp.where(
+        excluded & (frame >= positive[None, :, :, None]), frame + 1, frame
+    )
     return (j * num_frames + frame).astype(jnp.int32)
 
 
@@ -127,8 +131,13 @@ class EncoderContext(nn.Module):
 
     def setup(self):
         self.encoder = Encoder(
-            channels=self.channels, kernels=self.kernels, strides=self.strides,
-            paddings=self.paddings, norm=self.norm, dtype=self.dtype)
+            channels=self.channels,
+            kernels=self.kernels,
+            strides=self.strides,
+            paddings=self.paddings,
+            norm=self.norm,
+            dtype=self.dtype,
+        )
         self.context = Context(hidden=self.context_hidden, dtype=self.dtype)
 
     def encode(self, wav, lengths=None):
@@ -159,7 +168,8 @@ class CPC(EncoderContext):
     def setup(self):
         super().setup()
         self.predict_heads = PredictHeads(
-            num_steps=self.num_steps, features=self.channels, dtype=self.dtype)
+            num_steps=self.num_steps, features=self.channels, dtype=self.dtype
+        )
 
     def __call__(self, wav, lengths=None):
         """Encodes and predicts.

@@ -104,10 +104,14 @@ class Encoder(nn.Module):
             return ChannelNorm(dtype=self.dtype, name=f"norm{index}")
         if self.norm == "layer":
             return nn.LayerNorm(
-                epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32,
-                name=f"norm{index}")
+                epsilon=1e-5,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                name=f"norm{index}",
+            )
         raise ValueError(
-            f"model.norm: unknown norm {self.norm!r}; use one of {', '.join(NORMS)}")
+            f"model.norm: unknown norm {self.norm!r}; use one of {', '.join(NORMS)}"
+        )
 
     @nn.compact
     def __call__(self, wav, lengths=None):
@@ -126,13 +130,16 @@ class Encoder(nn.Module):
         if not len(self.kernels) == len(self.strides) == len(self.paddings):
             raise ValueError(
                 "model.kernels, model.strides and model.paddings must have the "
-                "same length")
+                "same length"
+            )
         batch, num_samples = wav.shape
         x = wav.astype(self.dtype)[..., None]  # [B, S, 1]
         if lengths is None:
             frame_lens = jnp.full(
-                (batch,), frame_lengths(num_samples, self.kernels, self.strides,
-                                        self.paddings), jnp.int32)
+                (batch,),
+                frame_lengths(num_samples, self.kernels, self.strides, self.paddings),
+                jnp.int32,
+            )
         else:
             lens = jnp.asarray(lengths, jnp.int32)
             # Zeroing everything past the true length at every layer makes the
@@ -142,8 +149,14 @@ class Encoder(nn.Module):
         layers = zip(self.kernels, self.strides, self.paddings, strict=True)
         for i, (k, s, p) in enumerate(layers):
             x = nn.Conv(
-                self.channels, kernel_size=(k,), strides=(s,), padding=((p, p),),
-                dtype=self.dtype, param_dtype=jnp.float32, name=f"conv{i}")(x)
+                self.channels,
+                kernel_size=(k,),
+                strides=(s,),
+                padding=((p, p),),
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                name=f"conv{i}",
+            )(x)
             x = nn.relu(self._make_norm(i)(x))  # [B, T_i, channels]
             if lengths is not None:
                 lens = _layer_length(lens, k, s, p)

@@ -69,21 +69,31 @@ class Recognizer(nn.Module):
         """
         mask = mask.astype(bool)
         u = nn.MultiHeadDotProductAttention(
-            num_heads=self.num_heads, qkv_features=self.d_model,
-            out_features=self.d_model, dropout_rate=self.dropout,
-            dtype=self.dtype, param_dtype=jnp.float32, name="attention",
-        )(c, mask=nn.make_attention_mask(mask, mask),
-          deterministic=deterministic, sow_weights=True)  # [B, T, d_model]
+            num_heads=self.num_heads,
+            qkv_features=self.d_model,
+            out_features=self.d_model,
+            dropout_rate=self.dropout,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="attention",
+        )(
+            c,
+            mask=nn.make_attention_mask(mask, mask),
+            deterministic=deterministic,
+            sow_weights=True,
+        )  # [B, T, d_model]
         # Fully masked rows (padded queries) softmax over a finite big_neg into
         # uniform weights, never NaN, and pooling below drops them anyway.
         mean, std = masked_mean_std(u, mask)
         embedding = jnp.concatenate([mean, std], axis=-1)  # [B, 2 * d_model]
         self.sow("intermediates", "embedding", embedding)
-        x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
-                     name="hidden")(embedding)
+        x = nn.Dense(
+            self.hidden, dtype=self.dtype, param_dtype=jnp.float32, name="hidden"
+        )(embedding)
         x = nn.Dropout(self.dropout)(nn.relu(x), deterministic=deterministic)
-        x = nn.Dense(self.num_outputs, dtype=self.dtype, param_dtype=jnp.float32,
-                     name="output")(x)
+        x = nn.Dense(
+            self.num_outputs, dtype=self.dtype, param_dtype=jnp.float32, name="output"
+        )(x)
         return x.astype(jnp.float32)
 
 
@@ -115,11 +125,17 @@ class EmotionModel(EncoderContext):
     def setup(self):
         super().setup()
         self.recognizer = Recognizer(
-            num_heads=self.num_heads, d_model=self.d_model, hidden=self.mlp_hidden,
-            num_outputs=self.num_outputs, dropout=self.dropout, dtype=self.dtype)
+            num_heads=self.num_heads,
+            d_model=self.d_model,
+            hidden=self.mlp_hidden,
+            num_outputs=self.num_outputs,
+            dropout=self.dropout,
+            dtype=self.dtype,
+        )
         if self.with_predict_heads:
             self.predict_heads = PredictHeads(
-                num_steps=self.num_steps, features=self.channels, dtype=self.dtype)
+                num_steps=self.num_steps, features=self.channels, dtype=self.dtype
+            )
 
     def __call__(self, wav, lengths=None, deterministic=True):
         """Predicts emotion dimensions from waveforms.

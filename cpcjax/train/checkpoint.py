@@ -27,15 +27,17 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, enable_async_checkpointing=True, create=True),
+                max_to_keep=keep, enable_async_checkpointing=True, create=True
+            ),
         )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state) -> None:
-        self.manager.save(step, args=ocp.args.Composite(
-            **{ITEM: ocp.args.PyTreeSave(state)}))
+        self.manager.save(
+            step, args=ocp.args.Composite(**{ITEM: ocp.args.PyTreeSave(state)})
+        )
 
     def restore(self, step: int, like):
         """Restores the state saved at `step` into the structure/shardings of `like`.
@@ -44,10 +46,19 @@ class Checkpoints:
         written on one device count restores on another.
         """
         abstract = _abstract(like)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            **{ITEM: ocp.args.PyTreeRestore(
-                item=abstract,
-                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))}))
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    ITEM: ocp.args.PyTreeRestore(
+                        item=abstract,
+                        restore_args=ocp.checkpoint_utils.construct_restore_args(
+                            abstract
+                        ),
+                    )
+                }
+            ),
+        )
         return restored[ITEM]
 
     def wait(self) -> None:
@@ -57,7 +68,9 @@ class Checkpoints:
         self.manager.close()
 
 
-def restore_params(directory: str, params_like: dict, keys=("encoder", "context")) -> dict:
+def restore_params(
+    directory: str, params_like: dict, keys=("encoder", "context")
+) -> dict:
     """Reads only `params[k]` for k in `keys` from the latest checkpoint in `directory`.
 
     A partial restore: optimizer state and the other parameters are never
@@ -81,9 +94,18 @@ def restore_params(directory: str, params_like: dict, keys=("encoder", "context"
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {directory} to take {keys} from")
     item = {"params": {k: _abstract(params_like[k]) for k in keys}}
-    restored = manager.restore(step, args=ocp.args.Composite(**{ITEM: ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True)}))
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            **{
+                ITEM: ocp.args.PyTreeRestore(
+                    item=item,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                    partial_restore=True,
+                )
+            }
+        ),
+    )
     manager.close()
     return {**params_like, **restored[ITEM]["params"]}
 

@@ -18,12 +18,26 @@ def make_step(model, config):
         dropout_rng, neg_rng = jax.random.split(rng)
 
         def loss_fn(params):
-            out = model.apply({"params": params}, batch["wav"], batch["lengths"],
-                              deterministic=False, rngs={"dropout": dropout_rng})
-            loss, cccs = losses.ccc_loss(out["preds"], batch["targets"], batch["weights"],
-                                         alpha=f.alpha, beta=f.beta)
-            metrics = {"ccc_loss": loss, "ccc_act": cccs[0], "ccc_val": cccs[1],
-                       "ccc_dom": cccs[2]}
+            out = model.apply(
+                {"params": params},
+                batch["wav"],
+                batch["lengths"],
+                deterministic=False,
+                rngs={"dropout": dropout_rng},
+            )
+            loss, cccs = losses.ccc_loss(
+                out["preds"],
+                batch["targets"],
+                batch["weights"],
+                alpha=f.alpha,
+                beta=f.beta,
+            )
+            metrics = {
+                "ccc_loss": loss,
+                "ccc_act": cccs[0],
+                "ccc_val": cccs[1],
+                "ccc_dom": cccs[2],
+            }
             if f.cpc_weight > 0:
                 nce, acc = cpc_terms(out, neg_rng, config.model)
                 loss = loss + f.cpc_weight * nce

@@ -27,6 +27,7 @@ from cpcjax.train import checkpoint, sharding
 
 METRICS_FILE = "metrics.jsonl"
 
+
 @dataclasses.dataclass(frozen=True)
 class Selection:
     """Model selection on a held-out split while training.
@@ -133,9 +134,16 @@ def train(
         return state
 
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-    bar = tqdm.tqdm(total=num_steps, initial=start, desc=name, unit="step",
-                    dynamic_ncols=True, file=sys.stderr, disable=not is_main,
-                    mininterval=1.0)
+    bar = tqdm.tqdm(
+        total=num_steps,
+        initial=start,
+        desc=name,
+        unit="step",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=not is_main,
+        mininterval=1.0,
+    )
     pending: list[tuple[int, dict]] = []
     last_saved = start
 
@@ -143,11 +151,19 @@ def train(
         if not pending:
             return
         fetched = jax.device_get([m for _, m in pending])
-        rows = [{"step": s, **{k: float(v) for k, v in m.items()}}
-                for (s, _), m in zip(pending, fetched)]
+        rows = [
+            {"step": s, **{k: float(v) for k, v in m.items()}}
+            for (s, _), m in zip(pending, fetched)
+        ]
         pending.clear()
-        bad_at = next((i for i, r in enumerate(rows)
-                       if not all(math.isfinite(v) for v in r.values())), None)
+        bad_at = next(
+            (
+                i
+                for i, r in enumerate(rows)
+                if not all(math.isfinite(v) for v in r.values())
+            ),
+            None,
+        )
         if is_main:
             with open(metrics_path, "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows[:bad_at])
@@ -161,8 +177,12 @@ def train(
                 f"is kept in {ckpts.directory}; lower the learning rate or check the "
                 f"input, then rerun the same command to continue from it."
             )
-        means = {k: float(np.mean([r[k] for r in rows])) for k in rows[-1] if k != "step"}
-        writer.write_scalars(rows[-1]["step"], {f"{name}/{k}": v for k, v in means.items()})
+        means = {
+            k: float(np.mean([r[k] for r in rows])) for k in rows[-1] if k != "step"
+        }
+        writer.write_scalars(
+            rows[-1]["step"], {f"{name}/{k}": v for k, v in means.items()}
+        )
         bar.set_postfix({k: f"{v:.4f}" for k, v in means.items() if k == "loss"})
 
     def write_row(row: dict) -> None:
@@ -180,21 +200,31 @@ def train(
             best_ckpts.save(done, state.params)
             best_ckpts.wait()
             best = {"step": done, "value": float(scores[selection.key])}
-        elif selection.patience and done - best["step"] >= selection.patience * selection.every:
+        elif (
+            selection.patience
+            and done - best["step"] >= selection.patience * selection.every
+        ):
             best = {**best, "stopped_at": done}
-            bar.write(f"{name}: dev {selection.key} has not improved for "
-                      f"{selection.patience} evaluations; stopping at step {done}, "
-                      f"keeping step {best['step']} ({best['value']:.4f})")
+            bar.write(
+                f"{name}: dev {selection.key} has not improved for "
+                f"{selection.patience} evaluations; stopping at step {done}, "
+                f"keeping step {best['step']} ({best['value']:.4f})"
+            )
         if is_main:
             checkpoint.write_best(workdir, best)
         return "stopped_at" in best
 
-    best_ckpts = (checkpoint.Checkpoints(os.path.join(workdir, checkpoint.BEST_DIR), keep=1)
-                  if selection else None)
+    best_ckpts = (
+        checkpoint.Checkpoints(os.path.join(workdir, checkpoint.BEST_DIR), keep=1)
+        if selection
+        else None
+    )
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        ahead = {s: pool.submit(batches, s)
-                 for s in range(start, min(start + prefetch, num_steps))}
+        ahead = {
+            s: pool.submit(batches, s)
+            for s in range(start, min(start + prefetch, num_steps))
+        }
         try:
             for step in range(start, num_steps):
                 local = ahead.pop(step).result()
@@ -217,9 +247,11 @@ def train(
                     ckpts.save(done, state)
                     last_saved = done
                 if preempted and not last:
-                    raise Preempted(f"{name}: stopped by SIGTERM after step {done}; "
-                                    f"saved a checkpoint in {ckpts.directory}: rerun the "
-                                    f"same command to continue")
+                    raise Preempted(
+                        f"{name}: stopped by SIGTERM after step {done}; "
+                        f"saved a checkpoint in {ckpts.directory}: rerun the "
+                        f"same command to continue"
+                    )
                 if last:
                     break
         finally:

@@ -11,10 +11,20 @@ from cpcjax.models.cpc import sample_negatives
 def cpc_terms(out: dict, rng, model_cfg) -> tuple[jax.Array, jax.Array]:
     """InfoNCE loss and accuracy of a model output with z, zhat, frame_lens."""
     neg_idx = sample_negatives(
-        rng, out["frame_lens"], out["z"].shape[1], model_cfg.predict_steps,
-        model_cfg.num_negatives, model_cfg.negatives_group_size)
-    return losses.info_nce(out["zhat"], out["z"], neg_idx, out["frame_lens"],
-                           model_cfg.negatives_group_size)
+        rng,
+        out["frame_lens"],
+        out["z"].shape[1],
+        model_cfg.predict_steps,
+        model_cfg.num_negatives,
+        model_cfg.negatives_group_size,
+    )
+    return losses.info_nce(
+        out["zhat"],
+        out["z"],
+        neg_idx,
+        out["frame_lens"],
+        model_cfg.negatives_group_size,
+    )
 
 
 def make_step(model, model_cfg):

@@ -18,7 +18,8 @@ def make_mesh() -> jax.sharding.Mesh:
     does not trace under Explicit axes.
     """
     return jax.make_mesh(
-        (jax.device_count(),), (DATA_AXIS,),
+        (jax.device_count(),),
+        (DATA_AXIS,),
         axis_types=(jax.sharding.AxisType.Auto,),
     )
 

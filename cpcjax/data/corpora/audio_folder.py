@@ -83,17 +83,23 @@ class AudioFolderConfig(tfds.core.BuilderConfig):
 
     def __post_init__(self):
         if not _CONFIG_NAME.match(self.name or ""):
-            raise ValueError(f"audio_folder: name {self.name!r} must be letters, "
-                             f"digits, '-', '_', '.' or '+' (it names the dataset's "
-                             f"folder)")
+            raise ValueError(
+                f"audio_folder: name {self.name!r} must be letters, "
+                f"digits, '-', '_', '.' or '+' (it names the dataset's "
+                f"folder)"
+            )
         try:
             pattern = re.compile(self.speaker_pattern)
         except re.error as e:
-            raise ValueError(f"{self.name}: speaker_pattern {self.speaker_pattern!r} "
-                             f"is not a regular expression ({e})") from None
+            raise ValueError(
+                f"{self.name}: speaker_pattern {self.speaker_pattern!r} "
+                f"is not a regular expression ({e})"
+            ) from None
         if "speaker" not in pattern.groupindex:
-            raise ValueError(f"{self.name}: speaker_pattern {self.speaker_pattern!r} "
-                             f"has no named group (?P<speaker>...)")
+            raise ValueError(
+                f"{self.name}: speaker_pattern {self.speaker_pattern!r} "
+                f"has no named group (?P<speaker>...)"
+            )
         if isinstance(self.extensions, str):
             self.extensions = (self.extensions,)
         self.extensions = tuple("." + e.lower().lstrip(".") for e in self.extensions)
@@ -101,8 +107,10 @@ class AudioFolderConfig(tfds.core.BuilderConfig):
             raise ValueError(f"{self.name}: extensions is empty")
         chunk = self.chunk_seconds
         if chunk is not None and not chunk > audio.MIN_SECONDS:
-            raise ValueError(f"{self.name}: chunk_seconds must be None or more than "
-                             f"{audio.MIN_SECONDS} s, got {self.chunk_seconds}")
+            raise ValueError(
+                f"{self.name}: chunk_seconds must be None or more than "
+                f"{audio.MIN_SECONDS} s, got {self.chunk_seconds}"
+            )
 
     def speaker_of(self, relative_path: str) -> str:
         """The speaker of a file, from its "/"-separated path under the manual dir."""
@@ -110,9 +118,12 @@ class AudioFolderConfig(tfds.core.BuilderConfig):
         return (m and m.group("speaker")) or UNKNOWN_SPEAKER
 
 
-def folder_config(name: str, speaker_pattern: str = DEFAULT_SPEAKER_PATTERN,
-                  extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
-                  chunk_seconds: float | None = CHUNK_SECONDS) -> AudioFolderConfig:
+def folder_config(
+    name: str,
+    speaker_pattern: str = DEFAULT_SPEAKER_PATTERN,
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
+    chunk_seconds: float | None = CHUNK_SECONDS,
+) -> AudioFolderConfig:
     """The config of one folder's dataset.
 
     Args:
@@ -125,11 +136,17 @@ def folder_config(name: str, speaker_pattern: str = DEFAULT_SPEAKER_PATTERN,
     Returns:
         The config to pass as `AudioFolder(config=...)`.
     """
-    config = AudioFolderConfig(name=name, speaker_pattern=speaker_pattern,
-                               extensions=extensions, chunk_seconds=chunk_seconds)
+    config = AudioFolderConfig(
+        name=name,
+        speaker_pattern=speaker_pattern,
+        extensions=extensions,
+        chunk_seconds=chunk_seconds,
+    )
     cut = f"chunks of at most {chunk_seconds:g} s" if chunk_seconds else "whole files"
-    config.description = (f"{', '.join(config.extensions)} files of a folder, {cut}; "
-                           f"speaker from {speaker_pattern!r}.")
+    config.description = (
+        f"{', '.join(config.extensions)} files of a folder, {cut}; "
+        f"speaker from {speaker_pattern!r}."
+    )
     return config
 
 
@@ -177,15 +194,18 @@ channel count, in sub-folders as you like) as the manual dir.
                                  folder)
 """
 
-    def __init__(self, *, config: str | tfds.core.BuilderConfig | None = None,
-                 **kwargs):
+    def __init__(
+        self, *, config: str | tfds.core.BuilderConfig | None = None, **kwargs
+    ):
         # TFDS resolves a string only among predefined configs, and there are
         # none: a bare name means that name with the default settings (enough
         # to read a prepared dataset, whatever pattern prepared it).
         if config is None:
-            raise ValueError("audio_folder needs a config naming the folder's dataset, "
-                             "e.g. AudioFolder(config=folder_config('ted'), "
-                             "data_dir=...)")
+            raise ValueError(
+                "audio_folder needs a config naming the folder's dataset, "
+                "e.g. AudioFolder(config=folder_config('ted'), "
+                "data_dir=...)"
+            )
         if isinstance(config, str):
             config = folder_config(config)
         super().__init__(config=config, **kwargs)
@@ -194,22 +214,27 @@ channel count, in sub-folders as you like) as the manual dir.
         config = self.builder_config
         return self.dataset_info_from_configs(
             description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict({
-                "audio": base.audio_feature(),
-                "id": tfds.features.Text(
-                    doc="Path under the folder without extension, '/'-separated, "
+            features=tfds.features.FeaturesDict(
+                {
+                    "audio": base.audio_feature(),
+                    "id": tfds.features.Text(
+                        doc="Path under the folder without extension, '/'-separated, "
                         "e.g. talkA/part1; '#<k>' appended for the k-th chunk of a "
-                        "long file."),
-                "speaker": tfds.features.Text(
-                    doc=f"From speaker_pattern {config.speaker_pattern!r}; "
-                        f"'{UNKNOWN_SPEAKER}' where it does not match."),
-            }),
+                        "long file."
+                    ),
+                    "speaker": tfds.features.Text(
+                        doc=f"From speaker_pattern {config.speaker_pattern!r}; "
+                        f"'{UNKNOWN_SPEAKER}' where it does not match."
+                    ),
+                }
+            ),
             supervised_keys=None,
             # Which settings prepared this name, for whoever reads it later.
             metadata=tfds.core.MetadataDict(
                 speaker_pattern=config.speaker_pattern,
                 extensions=list(config.extensions),
-                chunk_seconds=config.chunk_seconds),
+                chunk_seconds=config.chunk_seconds,
+            ),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -219,7 +244,8 @@ channel count, in sub-folders as you like) as the manual dir.
             raise base.LayoutError(
                 f"{self.name}/{self.builder_config.name}: {root} holds no "
                 f"{', '.join(self.builder_config.extensions)} file; expected layout:\n"
-                f"{self.EXPECTED_LAYOUT}")
+                f"{self.EXPECTED_LAYOUT}"
+            )
         return {"train": self._generate_examples(files)}
 
     def audio_files(self, root: str) -> list[AudioFile]:
@@ -241,19 +267,27 @@ channel count, in sub-folders as you like) as the manual dir.
                 relative = os.path.relpath(path, root).replace(os.sep, "/")
                 file_id = os.path.splitext(relative)[0]
                 if file_id in found:
-                    self.problems.add("audio", path, f"same id {file_id!r} as "
-                                      f"{found[file_id].path} (kept the first)")
+                    self.problems.add(
+                        "audio",
+                        path,
+                        f"same id {file_id!r} as "
+                        f"{found[file_id].path} (kept the first)",
+                    )
                     continue
                 found[file_id] = AudioFile(file_id, config.speaker_of(relative), path)
         return list(found.values())
 
     def _generate_examples(self, files: list[AudioFile]):
         config = self.builder_config
-        max_samples = (int(config.chunk_seconds * audio.SAMPLE_RATE)
-                       if config.chunk_seconds else None)
+        max_samples = (
+            int(config.chunk_seconds * audio.SAMPLE_RATE)
+            if config.chunk_seconds
+            else None
+        )
         cut_files = examples_of_cut = 0
-        for item, wav in self.decoded(files, lambda f: f.path,
-                                      desc=f"{self.name}/{config.name}: decoding"):
+        for item, wav in self.decoded(
+            files, lambda f: f.path, desc=f"{self.name}/{config.name}: decoding"
+        ):
             parts = chunks(wav, max_samples)
             if len(parts) == 1:
                 yield item.id, {"audio": wav, "id": item.id, "speaker": item.speaker}
@@ -266,7 +300,9 @@ channel count, in sub-folders as you like) as the manual dir.
             # The summary counts examples, as the prepared split does.
             self.kept += len(parts) - 1
         if cut_files:
-            print(f"{self.name}/{config.name}: cut {cut_files} files longer than "
-                  f"{config.chunk_seconds:g} s into {examples_of_cut} chunks",
-                  flush=True)
+            print(
+                f"{self.name}/{config.name}: cut {cut_files} files longer than "
+                f"{config.chunk_seconds:g} s into {examples_of_cut} chunks",
+                flush=True,
+            )
         self.finish()

@@ -29,7 +29,9 @@ class LayoutError(ValueError):
 
 def audio_feature() -> tfds.features.Audio:
     """16 kHz mono int16, fed with numpy arrays (a path would need ffmpeg)."""
-    return tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=audio.SAMPLE_RATE)
+    return tfds.features.Audio(
+        shape=(None,), dtype=np.int16, sample_rate=audio.SAMPLE_RATE
+    )
 
 
 class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
@@ -53,9 +55,14 @@ class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
     def report_path(self) -> str:
         """`prepare_report_<name>[_<config>].tsv`: one report per prepared dataset."""
         config = self.builder_config
-        suffix = "" if config is None or config.name in ("default", self.name) else (
-            "_" + config.name.replace("/", "_"))
-        return os.path.join(self._data_dir_root, f"prepare_report_{self.name}{suffix}.tsv")
+        suffix = (
+            ""
+            if config is None or config.name in ("default", self.name)
+            else ("_" + config.name.replace("/", "_"))
+        )
+        return os.path.join(
+            self._data_dir_root, f"prepare_report_{self.name}{suffix}.tsv"
+        )
 
     def manual_root(self, dl_manager, must_contain: Iterable[str] = ()) -> str:
         """The manual dir, checked to exist and hold `must_contain` (relative paths).
@@ -70,13 +77,17 @@ class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
             root = getattr(dl_manager, "_manual_dir", None)
         root = os.fspath(root) if root else ""
         if not root or not os.path.isdir(root):
-            raise LayoutError(f"{self.name}: manual dir {root or '(none given)'} does not "
-                              f"exist or is empty; pass --manual_dir=DIR laid out as:\n"
-                              f"{self.EXPECTED_LAYOUT}")
+            raise LayoutError(
+                f"{self.name}: manual dir {root or '(none given)'} does not "
+                f"exist or is empty; pass --manual_dir=DIR laid out as:\n"
+                f"{self.EXPECTED_LAYOUT}"
+            )
         missing = [p for p in must_contain if not os.path.exists(os.path.join(root, p))]
         if missing:
-            raise LayoutError(f"{self.name}: {root} lacks {', '.join(missing)}; expected "
-                              f"layout:\n{self.EXPECTED_LAYOUT}")
+            raise LayoutError(
+                f"{self.name}: {root} lacks {', '.join(missing)}; expected "
+                f"layout:\n{self.EXPECTED_LAYOUT}"
+            )
         return root
 
     def release_root(self, root: str) -> str:
@@ -92,14 +103,17 @@ class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
         root = self.release_root(self.manual_root(dl_manager))
         return {"train": self._generate_examples(self.utterances(root))}
 
-    def decoded(self, items: list[T], path_of: Callable[[T], str], desc: str
-                ) -> Iterator[tuple[T, np.ndarray]]:
+    def decoded(
+        self, items: list[T], path_of: Callable[[T], str], desc: str
+    ) -> Iterator[tuple[T, np.ndarray]]:
         """(item, 16 kHz int16 audio) for every item whose audio is usable.
 
         Bad files are recorded in `self.problems` and skipped. A progress bar
         shows counts and ETA.
         """
-        with tqdm.tqdm(total=len(items), desc=desc, unit="file", dynamic_ncols=True) as bar:
+        with tqdm.tqdm(
+            total=len(items), desc=desc, unit="file", dynamic_ncols=True
+        ) as bar:
             for item, result in audio.load_many(items, path_of):
                 bar.update(1)
                 if isinstance(result, audio.BadAudio):
@@ -111,10 +125,14 @@ class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
     def finish(self) -> None:
         """Writes the report and prints the one-line summary; warns on odd counts."""
         self.problems.write(self.report_path)
-        line = (f"{self.name}: prepared {self.kept} utterances, skipped "
-                f"{self.problems.summary()} (reasons in {self.report_path})")
+        line = (
+            f"{self.name}: prepared {self.kept} utterances, skipped "
+            f"{self.problems.summary()} (reasons in {self.report_path})"
+        )
         print(line, flush=True)
         if self.EXPECTED_COUNT and self.kept != self.EXPECTED_COUNT:
-            print(f"{self.name}: warning: the full release has {self.EXPECTED_COUNT} "
-                  f"utterances, this copy gave {self.kept}; see {self.report_path}",
-                  flush=True)
+            print(
+                f"{self.name}: warning: the full release has {self.EXPECTED_COUNT} "
+                f"utterances, this copy gave {self.kept}; see {self.report_path}",
+                flush=True,
+            )

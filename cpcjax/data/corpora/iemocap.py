@@ -36,8 +36,19 @@ import tensorflow_datasets as tfds
 from cpcjax.data.corpora import base
 
 SESSIONS = (1, 2, 3, 4, 5)
-CATEGORIES = ("neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth",
-              "xxx")
+CATEGORIES = (
+    "neu",
+    "hap",
+    "exc",
+    "sad",
+    "ang",
+    "fru",
+    "sur",
+    "fea",
+    "dis",
+    "oth",
+    "xxx",
+)
 # Outlier rule (see module docstring): labels are clipped to the rating scale.
 LABEL_RANGE = (1.0, 5.0)
 RELEASE_DIR = "IEMOCAP_full_release"
@@ -45,7 +56,8 @@ RELEASE_DIR = "IEMOCAP_full_release"
 # Group 3 is the dialog type, group 4 the speaker's letter (the letter after
 # "Ses0n" is only the actor wearing motion-capture markers).
 UTT_ID = re.compile(
-    r"^Ses0([1-5])([MF])_(impro0[1-9][ab]?|script0[1-3]_[1-3]b?)_([MF])(\d{3})$")
+    r"^Ses0([1-5])([MF])_(impro0[1-9][ab]?|script0[1-3]_[1-3]b?)_([MF])(\d{3})$"
+)
 # Tolerant of spaces around every part; values are checked by float() later,
 # so a garbled number is reported as such rather than as an unparsable line.
 _SUMMARY = re.compile(
@@ -139,28 +151,39 @@ manual dir; its parent folder works too.
         triple = "(activation, valence, dominance) on the 1-5 scale"
         return self.dataset_info_from_configs(
             description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict({
-                "audio": base.audio_feature(),
-                "id": tfds.features.Text(
-                    doc="Utterance id, e.g. Ses01F_impro01_F000."),
-                "speaker": tfds.features.Text(
-                    doc="Session and sex of the speaker (last id token), e.g. Ses01M."),
-                "session": tfds.features.Scalar(dtype=np.int32, doc="Session 1-5."),
-                "dialog": tfds.features.Text(doc="Dialog, e.g. Ses01F_impro01."),
-                "improvised": tfds.features.Scalar(
-                    dtype=np.bool_, doc="Improvised (True) or scripted dialog."),
-                "category": tfds.features.ClassLabel(names=CATEGORIES),
-                "labels": tfds.features.Tensor(
-                    shape=(3,), dtype=np.float32,
-                    doc=f"Mean evaluator rating {triple}, clipped to [1, 5]."),
-                "labels_raw": tfds.features.Tensor(
-                    shape=(3,), dtype=np.float32,
-                    doc=f"Mean evaluator rating {triple}, as written (not clipped)."),
-                "start": tfds.features.Scalar(
-                    dtype=np.float32, doc="Start in the dialog recording, seconds."),
-                "end": tfds.features.Scalar(
-                    dtype=np.float32, doc="End in the dialog recording, seconds."),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "audio": base.audio_feature(),
+                    "id": tfds.features.Text(
+                        doc="Utterance id, e.g. Ses01F_impro01_F000."
+                    ),
+                    "speaker": tfds.features.Text(
+                        doc="Session and sex of the speaker (last id token), e.g. Ses01M."
+                    ),
+                    "session": tfds.features.Scalar(dtype=np.int32, doc="Session 1-5."),
+                    "dialog": tfds.features.Text(doc="Dialog, e.g. Ses01F_impro01."),
+                    "improvised": tfds.features.Scalar(
+                        dtype=np.bool_, doc="Improvised (True) or scripted dialog."
+                    ),
+                    "category": tfds.features.ClassLabel(names=CATEGORIES),
+                    "labels": tfds.features.Tensor(
+                        shape=(3,),
+                        dtype=np.float32,
+                        doc=f"Mean evaluator rating {triple}, clipped to [1, 5].",
+                    ),
+                    "labels_raw": tfds.features.Tensor(
+                        shape=(3,),
+                        dtype=np.float32,
+                        doc=f"Mean evaluator rating {triple}, as written (not clipped).",
+                    ),
+                    "start": tfds.features.Scalar(
+                        dtype=np.float32, doc="Start in the dialog recording, seconds."
+                    ),
+                    "end": tfds.features.Scalar(
+                        dtype=np.float32, doc="End in the dialog recording, seconds."
+                    ),
+                }
+            ),
             supervised_keys=None,
             homepage="https://sail.usc.edu/iemocap/",
             citation=_CITATION,
@@ -173,9 +196,13 @@ manual dir; its parent folder works too.
             base.LayoutError: no session folder, or one without its wav or
                 label folder.
         """
+
         def sessions_in(folder):
-            return [n for n in SESSIONS
-                    if os.path.isdir(os.path.join(folder, f"Session{n}"))]
+            return [
+                n
+                for n in SESSIONS
+                if os.path.isdir(os.path.join(folder, f"Session{n}"))
+            ]
 
         nested = os.path.join(root, RELEASE_DIR)
         if not sessions_in(root) and sessions_in(nested):
@@ -184,13 +211,19 @@ manual dir; its parent folder works too.
         if not present:
             raise base.LayoutError(
                 f"{self.name}: {root} holds no Session1 ... Session5 folder; "
-                f"expected layout:\n{self.EXPECTED_LAYOUT}")
-        missing = [os.path.join(f"Session{n}", sub) for n in present
-                   for sub in ("sentences/wav", "dialog/EmoEvaluation")
-                   if not os.path.isdir(os.path.join(root, f"Session{n}", sub))]
+                f"expected layout:\n{self.EXPECTED_LAYOUT}"
+            )
+        missing = [
+            os.path.join(f"Session{n}", sub)
+            for n in present
+            for sub in ("sentences/wav", "dialog/EmoEvaluation")
+            if not os.path.isdir(os.path.join(root, f"Session{n}", sub))
+        ]
         if missing:
-            raise base.LayoutError(f"{self.name}: {root} lacks {', '.join(missing)}; "
-                                   f"expected layout:\n{self.EXPECTED_LAYOUT}")
+            raise base.LayoutError(
+                f"{self.name}: {root} lacks {', '.join(missing)}; "
+                f"expected layout:\n{self.EXPECTED_LAYOUT}"
+            )
         if len(present) < len(SESSIONS):
             # A partial copy still prepares, but the folds will be incomplete.
             absent = ", ".join(f"Session{n}" for n in SESSIONS if n not in present)
@@ -204,21 +237,28 @@ manual dir; its parent folder works too.
         """
         found: dict[str, Utterance] = {}
         for session in SESSIONS:
-            labels_dir = os.path.join(root, f"Session{session}", "dialog",
-                                      "EmoEvaluation")
+            labels_dir = os.path.join(
+                root, f"Session{session}", "dialog", "EmoEvaluation"
+            )
             if not os.path.isdir(labels_dir):
                 continue
             # Only the top level: Attribute/, Categorical/ and Self-evaluation/
             # hold per-evaluator files, and `._*` are macOS resource forks.
-            names = sorted(e.name for e in os.scandir(labels_dir)
-                           if e.is_file() and e.name.endswith(".txt")
-                           and not e.name.startswith("._"))
+            names = sorted(
+                e.name
+                for e in os.scandir(labels_dir)
+                if e.is_file()
+                and e.name.endswith(".txt")
+                and not e.name.startswith("._")
+            )
             for name in names:
                 for where, utt in self._parse_label_file(
-                        root, session, os.path.join(labels_dir, name)):
+                    root, session, os.path.join(labels_dir, name)
+                ):
                     if utt.id in found:
-                        self.problems.add("label", where,
-                                          f"duplicate of {utt.id} (kept the first)")
+                        self.problems.add(
+                            "label", where, f"duplicate of {utt.id} (kept the first)"
+                        )
                     elif not os.path.isfile(utt.wav):
                         self.problems.add("label", where, f"wav missing: {utt.wav}")
                     else:
@@ -242,27 +282,37 @@ manual dir; its parent folder works too.
             if utt is None:
                 self.problems.add("label", where, reason)
                 continue
-            wav = os.path.join(root, f"Session{session}", "sentences", "wav",
-                               utt["dialog"], utt["id"] + ".wav")
+            wav = os.path.join(
+                root,
+                f"Session{session}",
+                "sentences",
+                "wav",
+                utt["dialog"],
+                utt["id"] + ".wav",
+            )
             yield where, Utterance(wav=wav, **utt)
 
     def _generate_examples(self, utterances: list[Utterance]):
-        for utt, audio in self.decoded(utterances, lambda u: u.wav,
-                                       desc=f"{self.name}: decoding"):
+        for utt, audio in self.decoded(
+            utterances, lambda u: u.wav, desc=f"{self.name}: decoding"
+        ):
             raw = np.asarray(utt.labels_raw, dtype=np.float32)
-            yield utt.id, {
-                "audio": audio,
-                "id": utt.id,
-                "speaker": utt.speaker,
-                "session": utt.session,
-                "dialog": utt.dialog,
-                "improvised": utt.improvised,
-                "category": utt.category,
-                "labels": np.clip(raw, *self.LABEL_RANGE),
-                "labels_raw": raw,
-                "start": utt.start,
-                "end": utt.end,
-            }
+            yield (
+                utt.id,
+                {
+                    "audio": audio,
+                    "id": utt.id,
+                    "speaker": utt.speaker,
+                    "session": utt.session,
+                    "dialog": utt.dialog,
+                    "improvised": utt.improvised,
+                    "category": utt.category,
+                    "labels": np.clip(raw, *self.LABEL_RANGE),
+                    "labels_raw": raw,
+                    "start": utt.start,
+                    "end": utt.end,
+                },
+            )
         self.finish()
 
 
@@ -285,6 +335,12 @@ def _parse_summary(line: str, session: int) -> tuple[dict | None, str]:
         return None, f"non-numeric time or rating in {line[:100]!r}"
     if not all(np.isfinite((start, end, v, a, d))):
         return None, f"non-finite time or rating in {line[:100]!r}"
-    return dict(id=utt_id, session=session, dialog=utt_id.rsplit("_", 1)[0],
-                category=category, labels_raw=(a, v, d),  # bracket is [V, A, D]
-                start=start, end=end), ""
+    return dict(
+        id=utt_id,
+        session=session,
+        dialog=utt_id.rsplit("_", 1)[0],
+        category=category,
+        labels_raw=(a, v, d),  # bracket is [V, A, D]
+        start=start,
+        end=end,
+    ), ""

@@ -86,12 +86,16 @@ class LibriSpeechConfig(tfds.core.BuilderConfig):
     def __post_init__(self):
         self.subsets = tuple(self.subsets)
         if not self.subsets:
-            raise ValueError(f"{self.name}: subsets is empty; name at least one, "
-                             f"e.g. train-clean-100")
+            raise ValueError(
+                f"{self.name}: subsets is empty; name at least one, "
+                f"e.g. train-clean-100"
+            )
         bad = [s for s in self.subsets if not _SUBSET_NAME.match(s)]
         if bad:
-            raise ValueError(f"{self.name}: subsets {bad} are not folder names "
-                             f"(letters, digits, '-', '_', '.')")
+            raise ValueError(
+                f"{self.name}: subsets {bad} are not folder names "
+                f"(letters, digits, '-', '_', '.')"
+            )
         if len(set(self.subsets)) != len(self.subsets):
             raise ValueError(f"{self.name}: subsets {self.subsets} repeat a subset")
 
@@ -145,11 +149,20 @@ def config_for(subsets: str | Iterable[str]) -> LibriSpeechConfig:
         subsets = re.split(r"[+,]", subsets)
     # "train-960" is no folder: a predefined name stands for its subsets.
     predefined = {c.name: c.subsets for c in BUILDER_CONFIGS}
-    wanted = tuple(sorted({part for s in subsets if s.strip()
-                           for part in predefined.get(s.strip(), (s.strip(),))}))
+    wanted = tuple(
+        sorted(
+            {
+                part
+                for s in subsets
+                if s.strip()
+                for part in predefined.get(s.strip(), (s.strip(),))
+            }
+        )
+    )
     if not wanted:
-        raise ValueError("librispeech: no subsets given; name at least one, "
-                         "e.g. train-clean-100")
+        raise ValueError(
+            "librispeech: no subsets given; name at least one, e.g. train-clean-100"
+        )
     for config in BUILDER_CONFIGS:
         if tuple(sorted(config.subsets)) == wanted:
             return config
@@ -200,8 +213,9 @@ holding it, as the manual dir.
       <speaker>-<chapter>.trans.txt    (ignored)
 """
 
-    def __init__(self, *, config: str | tfds.core.BuilderConfig | None = None,
-                 **kwargs):
+    def __init__(
+        self, *, config: str | tfds.core.BuilderConfig | None = None, **kwargs
+    ):
         # TFDS resolves a string only among the predefined configs; any other
         # selection ("dev-clean+train-clean-100") is built here, so it also
         # works as `tfds.builder("librispeech_manual/dev-clean+train-clean-100")`.
@@ -217,15 +231,21 @@ holding it, as the manual dir.
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict({
-                "audio": base.audio_feature(),
-                "id": tfds.features.Text(doc="Utterance id, e.g. 19-198-0001."),
-                "speaker": tfds.features.Text(doc="LibriSpeech speaker id, e.g. 19."),
-                "chapter": tfds.features.Text(
-                    doc="Chapter (book section) id, e.g. 198."),
-                "subset": tfds.features.Text(
-                    doc="Subset folder, e.g. train-clean-100."),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "audio": base.audio_feature(),
+                    "id": tfds.features.Text(doc="Utterance id, e.g. 19-198-0001."),
+                    "speaker": tfds.features.Text(
+                        doc="LibriSpeech speaker id, e.g. 19."
+                    ),
+                    "chapter": tfds.features.Text(
+                        doc="Chapter (book section) id, e.g. 198."
+                    ),
+                    "subset": tfds.features.Text(
+                        doc="Subset folder, e.g. train-clean-100."
+                    ),
+                }
+            ),
             supervised_keys=None,
             homepage="https://www.openslr.org/12",
             citation=_CITATION,
@@ -244,13 +264,17 @@ holding it, as the manual dir.
             root = nested
         missing = [s for s in subsets if not os.path.isdir(os.path.join(root, s))]
         if missing:
-            found = sorted(e.name for e in os.scandir(root)
-                           if e.is_dir() and not e.name.startswith("."))
+            found = sorted(
+                e.name
+                for e in os.scandir(root)
+                if e.is_dir() and not e.name.startswith(".")
+            )
             raise base.LayoutError(
                 f"{self.name}: {root} lacks the subset folder(s) {', '.join(missing)} "
                 f"(it holds: {', '.join(found) or 'no folders'}); extract "
                 f"{', '.join(m + '.tar.gz' for m in missing)} there or choose other "
-                f"subsets; expected layout:\n{self.EXPECTED_LAYOUT}")
+                f"subsets; expected layout:\n{self.EXPECTED_LAYOUT}"
+            )
         return root
 
     def utterances(self, root: str) -> list[Utterance]:
@@ -277,13 +301,19 @@ holding it, as the manual dir.
                     speaker, chapter, _ = m.groups()
                     folders = os.path.relpath(dirpath, subset_dir).split(os.sep)
                     if folders != [speaker, chapter]:
-                        self.problems.add("audio", path, f"not in its folder "
-                                          f"{subset}/{speaker}/{chapter}/")
+                        self.problems.add(
+                            "audio",
+                            path,
+                            f"not in its folder {subset}/{speaker}/{chapter}/",
+                        )
                         continue
                     utt_id = name[: -len(".flac")]
                     if utt_id in found:
-                        self.problems.add("audio", path, f"duplicate of "
-                                          f"{found[utt_id].path} (kept the first)")
+                        self.problems.add(
+                            "audio",
+                            path,
+                            f"duplicate of {found[utt_id].path} (kept the first)",
+                        )
                         continue
                     found[utt_id] = Utterance(utt_id, speaker, chapter, subset, path)
         return list(found.values())
@@ -291,11 +321,14 @@ holding it, as the manual dir.
     def _generate_examples(self, utterances: list[Utterance]):
         desc = f"{self.name}/{self.builder_config.name}: decoding"
         for utt, wav in self.decoded(utterances, lambda u: u.path, desc=desc):
-            yield utt.id, {
-                "audio": wav,
-                "id": utt.id,
-                "speaker": utt.speaker,
-                "chapter": utt.chapter,
-                "subset": utt.subset,
-            }
+            yield (
+                utt.id,
+                {
+                    "audio": wav,
+                    "id": utt.id,
+                    "speaker": utt.speaker,
+                    "chapter": utt.chapter,
+                    "subset": utt.subset,
+                },
+            )
         self.finish()

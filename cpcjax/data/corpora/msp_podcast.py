@@ -66,11 +66,24 @@ HOMEPAGE = "https://ecs.utdallas.edu/research/researchlabs/msp-lab/MSP-Podcast.h
 # EmoClass codes: Angry, Sad, Happy, sUrprise, Fear, Disgust, Contempt,
 # Neutral, Other, X = no agreement among raters.
 CATEGORIES = ("A", "S", "H", "U", "F", "D", "C", "N", "O", "X")
-COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender",
-           "Split_Set")
+COLUMNS = (
+    "FileName",
+    "EmoClass",
+    "EmoAct",
+    "EmoVal",
+    "EmoDom",
+    "SpkrID",
+    "Gender",
+    "Split_Set",
+)
 # Split_Set value -> split name; v1.8 and older call Development "Validation".
-SPLITS = {"Train": "train", "Development": "development", "Validation": "development",
-          "Test1": "test1", "Test2": "test2"}
+SPLITS = {
+    "Train": "train",
+    "Development": "development",
+    "Validation": "development",
+    "Test1": "test1",
+    "Test2": "test2",
+}
 SPLIT_ORDER = ("train", "development", "test1", "test2")
 UNLABELED_SPLIT = "Test3"
 SCALE = (1.0, 7.0)
@@ -83,8 +96,10 @@ LABELS_FILES = ("labels_consensus.csv", "labels_concensus.csv")
 AUDIO_DIRS = ("Audios", "Audio")
 LABELS_DIRS = ("Labels", "labels", "label")
 
-_LABELS_DOC = ("Consensus rater scores on the 1-7 scale, in the order (activation, "
-               "valence, dominance) = (EmoAct, EmoVal, EmoDom).")
+_LABELS_DOC = (
+    "Consensus rater scores on the 1-7 scale, in the order (activation, "
+    "valence, dominance) = (EmoAct, EmoVal, EmoDom)."
+)
 
 
 @dataclasses.dataclass(eq=False)
@@ -168,7 +183,8 @@ def read_labels(path: str, audio_dir: str, problems: audio.Problems) -> Labels:
             raise base.LayoutError(
                 f"msp_podcast: {path} has no column {', '.join(missing)}; its header "
                 f"is {','.join(reader.fieldnames) or '(empty)'}, expected at least "
-                f"{','.join(COLUMNS)}")
+                f"{','.join(COLUMNS)}"
+            )
         for row in reader:
             where = f"{path}:{reader.line_num}"
             reason, utt = _parse_row(row, audio_dir, wavs)
@@ -182,13 +198,15 @@ def read_labels(path: str, audio_dir: str, problems: audio.Problems) -> Labels:
                 continue
             first_line[utt.id] = reader.line_num
             by_split.setdefault(utt.split, []).append(utt)
-    ordered = {s: sorted(by_split[s], key=lambda u: u.id) for s in SPLIT_ORDER
-               if s in by_split}
+    ordered = {
+        s: sorted(by_split[s], key=lambda u: u.id) for s in SPLIT_ORDER if s in by_split
+    }
     return Labels(by_split=ordered, unlabeled=unlabeled)
 
 
-def _parse_row(row: dict, audio_dir: str, wavs: set[str]
-               ) -> tuple[str | None, Utterance | None]:
+def _parse_row(
+    row: dict, audio_dir: str, wavs: set[str]
+) -> tuple[str | None, Utterance | None]:
     """(None, utterance), or (why the row is unusable, None); UNLABELED_SPLIT
     as the reason for a Test3 row."""
     if row.get(None):  # DictReader puts fields beyond the header under None
@@ -201,14 +219,18 @@ def _parse_row(row: dict, audio_dir: str, wavs: set[str]
     if split_set == UNLABELED_SPLIT:
         return UNLABELED_SPLIT, None
     if split_set not in SPLITS:
-        return (f"unknown Split_Set {split_set!r} (expected one of "
-                f"{', '.join([*SPLITS, UNLABELED_SPLIT])})"), None
+        return (
+            f"unknown Split_Set {split_set!r} (expected one of "
+            f"{', '.join([*SPLITS, UNLABELED_SPLIT])})"
+        ), None
     name = value["FileName"]
     if not name:
         return "empty FileName", None
     if value["EmoClass"] not in CATEGORIES:
-        return (f"unknown EmoClass {value['EmoClass']!r} (expected one of "
-                f"{' '.join(CATEGORIES)})"), None
+        return (
+            f"unknown EmoClass {value['EmoClass']!r} (expected one of "
+            f"{' '.join(CATEGORIES)})"
+        ), None
     scores = []
     for column in ("EmoAct", "EmoVal", "EmoDom"):
         try:
@@ -227,9 +249,11 @@ def _parse_row(row: dict, audio_dir: str, wavs: set[str]
         id=utt_id,
         split=SPLITS[split_set],
         wav=os.path.join(audio_dir, f"{utt_id}.wav"),
-        category=value["EmoClass"], labels=tuple(scores),
+        category=value["EmoClass"],
+        labels=tuple(scores),
         speaker=UNKNOWN if speaker.lower() in ("", UNKNOWN) else speaker,
-        gender=value["Gender"].lower() or UNKNOWN)
+        gender=value["Gender"].lower() or UNKNOWN,
+    )
 
 
 def release_name(manual_dir: str, labels_file: str) -> str:
@@ -278,21 +302,27 @@ of MspPodcastConfig.
         MSP-PODCAST_0001_0008.wav,N,2.2,4.0,2.6,30,Male,Train"""
 
     def _info(self) -> tfds.core.DatasetInfo:
-        features = tfds.features.FeaturesDict({
-            "audio": base.audio_feature(),
-            "id": tfds.features.Text(doc="File name without .wav."),
-            "speaker": tfds.features.Text(
-                doc=f"SpkrID; '{UNKNOWN}' when the release does not know it."),
-            "gender": tfds.features.Text(doc="Gender in lower case."),
-            "category": tfds.features.ClassLabel(
-                names=CATEGORIES,
-                doc="EmoClass: Angry, Sad, Happy, sUrprise, Fear, Disgust, Contempt, "
-                    "Neutral, Other, X (no agreement)."),
-            "labels": tfds.features.Tensor(shape=(3,), dtype=np.float32,
-                                           doc=_LABELS_DOC),
-            "session": tfds.features.Scalar(
-                dtype=np.int32, doc="Always 0: MSP-Podcast has no sessions."),
-        })
+        features = tfds.features.FeaturesDict(
+            {
+                "audio": base.audio_feature(),
+                "id": tfds.features.Text(doc="File name without .wav."),
+                "speaker": tfds.features.Text(
+                    doc=f"SpkrID; '{UNKNOWN}' when the release does not know it."
+                ),
+                "gender": tfds.features.Text(doc="Gender in lower case."),
+                "category": tfds.features.ClassLabel(
+                    names=CATEGORIES,
+                    doc="EmoClass: Angry, Sad, Happy, sUrprise, Fear, Disgust, Contempt, "
+                    "Neutral, Other, X (no agreement).",
+                ),
+                "labels": tfds.features.Tensor(
+                    shape=(3,), dtype=np.float32, doc=_LABELS_DOC
+                ),
+                "session": tfds.features.Scalar(
+                    dtype=np.int32, doc="Always 0: MSP-Podcast has no sessions."
+                ),
+            }
+        )
         return self.dataset_info_from_configs(
             description=_DESCRIPTION,
             features=features,
@@ -306,8 +336,10 @@ of MspPodcastConfig.
         # TFDS refuses a config instance that is not the registered one under
         # a registered name; ours differ only in where the copy keeps its
         # files, which does not change the prepared corpus.
-        if (isinstance(builder_config, MspPodcastConfig)
-                and builder_config.name in self.builder_configs):
+        if (
+            isinstance(builder_config, MspPodcastConfig)
+            and builder_config.name in self.builder_configs
+        ):
             return builder_config
         return super()._create_builder_config(builder_config, version)
 
@@ -331,9 +363,12 @@ of MspPodcastConfig.
             self.finish()
             raise base.LayoutError(
                 f"{self.name}: {labels_path} has no usable labeled row; reasons in "
-                f"{self.report_path}")
-        return {split: self._generate_examples(items, split)
-                for split, items in labels.by_split.items()}
+                f"{self.report_path}"
+            )
+        return {
+            split: self._generate_examples(items, split)
+            for split, items in labels.by_split.items()
+        }
 
     def _find_dir(self, root: str, configured: str, known: tuple[str, ...]) -> str:
         """The configured folder, or a known alias when the default is absent."""
@@ -345,7 +380,8 @@ of MspPodcastConfig.
                 return os.path.join(root, name)
         raise base.LayoutError(
             f"{self.name}: {root} has no folder {' or '.join(n + '/' for n in names)}; "
-            f"expected layout:\n{self.EXPECTED_LAYOUT}")
+            f"expected layout:\n{self.EXPECTED_LAYOUT}"
+        )
 
     def _find_labels_file(self, labels_dir: str) -> str:
         for name in LABELS_FILES:
@@ -353,11 +389,14 @@ of MspPodcastConfig.
                 return os.path.join(labels_dir, name)
         hint = ""
         if os.path.exists(os.path.join(labels_dir, "Labels.txt")):
-            hint = (" (only the older Labels.txt is there: use a release with "
-                    "labels_consensus.csv, v1.6 or later)")
+            hint = (
+                " (only the older Labels.txt is there: use a release with "
+                "labels_consensus.csv, v1.6 or later)"
+            )
         raise base.LayoutError(
             f"{self.name}: {labels_dir} has neither {' nor '.join(LABELS_FILES)}"
-            f"{hint}; expected layout:\n{self.EXPECTED_LAYOUT}")
+            f"{hint}; expected layout:\n{self.EXPECTED_LAYOUT}"
+        )
 
     def _generate_examples(self, items: list[Utterance], split: str):
         kept = 0
@@ -365,15 +404,18 @@ of MspPodcastConfig.
             decoded = self.decoded(items, lambda u: u.wav, desc=f"{self.name} {split}")
             for utt, wav in decoded:
                 kept += 1
-                yield utt.id, {
-                    "audio": wav,
-                    "id": utt.id,
-                    "speaker": utt.speaker,
-                    "gender": utt.gender,
-                    "category": utt.category,
-                    "labels": np.asarray(utt.labels, np.float32),
-                    "session": 0,
-                }
+                yield (
+                    utt.id,
+                    {
+                        "audio": wav,
+                        "id": utt.id,
+                        "speaker": utt.speaker,
+                        "gender": utt.gender,
+                        "category": utt.category,
+                        "labels": np.asarray(utt.labels, np.float32),
+                        "session": 0,
+                    },
+                )
         except GeneratorExit:  # TFDS stopped early (max_examples_per_split)
             self._split_done(split, kept)
             raise
@@ -383,7 +425,8 @@ of MspPodcastConfig.
             self.finish()
             raise base.LayoutError(
                 f"{self.name}: none of the {len(items)} wavs of split {split} is "
-                f"usable; reasons in {self.report_path}")
+                f"usable; reasons in {self.report_path}"
+            )
         self._split_done(split, kept)
 
     def _split_done(self, split: str, kept: int) -> None:
@@ -394,6 +437,8 @@ of MspPodcastConfig.
             return
         self.finish()
         counts = ", ".join(f"{s} {n}" for s, n in self._counts.items())
-        print(f"{self.name}: {counts}; {self._unlabeled} Test3 utterances left out "
-              f"(no public labels); release {self.info.metadata['release']}",
-              flush=True)
+        print(
+            f"{self.name}: {counts}; {self._unlabeled} Test3 utterances left out "
+            f"(no public labels); release {self.info.metadata['release']}",
+            flush=True,
+        )
