@@ -1,0 +1,11 @@
+"""Numbers and names every layer shares, defined once."""
+
+SAMPLE_RATE = 16000  # Hz; every corpus is read and prepared at this rate
+FRAME_HOP = 160  # samples per encoder frame: the product of its strides, 10 ms
+SECONDS_PER_FRAME = FRAME_HOP / SAMPLE_RATE
+
+# The three emotion dimensions, in the order of every label and prediction
+# array: short keys in metrics and report.json, full names in predictions
+# and figures.
+DIMENSIONS = ("act", "val", "dom")
+DIMENSION_NAMES = {"act": "activation", "val": "valence", "dom": "dominance"}
