@@ -1,200 +1,153 @@
-"""Experiment configuration: one base config, four methods, three corpora.
+"""Config loading, expansion and validation; the configs themselves are data.
 
-Every number of a run lives here. `configs/<method>.py` files are thin
-wrappers: `get_config("synthetic")` gives the CPU-sized demo of the method,
-`get_config("iemocap")` / `get_config("msp_podcast")` the paper's setting.
-Decisions the paper leaves open are marked `[ours]`.
+The experiment configs live in `cpcjax/configs/` (`configs/` in a checkout):
+`base.py` holds every number and the per-corpus presets, and one file per
+method states its stages: `pretrain.corpus` (which audio the CPC stage reads,
+or none), `finetune.init_from` (where the recognizer's encoder and context
+network start) and `finetune.cpc_weight` (jointCPC's lambda). No code reads
+the method's name to decide what to run; the name labels reports and folders.
+Overrides go through ml_collections' flags: `--config.pretrain.num_steps=10`.
 """
 
 from __future__ import annotations
 
-import ast
+import difflib
+import importlib.util
 import os
-import re
 
 import ml_collections
 
-METHODS = ("sup", "joint_cpc", "mini_cpc", "pre_cpc")
+CORPORA = ("synthetic", "iemocap", "msp_podcast")
+NORMS = ("none", "channel", "layer")
+DTYPES = ("float32", "bfloat16")
+# How a method is named in tables, after the paper.
 METHOD_NAMES = {
     "sup": "Sup",
     "joint_cpc": "jointCPC",
     "mini_cpc": "miniCPC",
     "pre_cpc": "preCPC",
 }
-CORPORA = ("synthetic", "iemocap", "msp_podcast")
-NORMS = ("none", "channel", "layer")
-DTYPES = ("float32", "bfloat16")
-DEFAULT_DATA_DIR = os.path.join("~", "cpcjax_data")
+NO_PRETRAINING = "none"
+OWN_AUDIO = "emotion_train"  # a fold's own training audio (miniCPC)
+UNLABELED_CORPORA = ("librispeech", "librispeech_tfds", "synthetic_unlabeled")
+FROM_PRETRAINING = "pretrain"
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the field."""
 
 
-def base_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
-    """The paper-sized base config for `corpus`, before a method is applied."""
-    if corpus not in CORPORA:
-        raise ConfigError(
-            f"config arg: unknown corpus {corpus!r}; use one of {', '.join(CORPORA)}"
-        )
-    c = ml_collections.ConfigDict()
-    c.method = "pre_cpc"
-    c.corpus = corpus
-    c.data_dir = os.environ.get("CPCJAX_DATA_DIR", DEFAULT_DATA_DIR)
-    c.seed = 0  # base seed; seed s of a table cell uses seed + s
-    c.seeds = 3  # [ours] repeated runs per table cell
-    c.folds = ()  # empty = every fold of the protocol; e.g. (1,) for one
-    c.dtype = "float32"  # computation dtype; params and optimizer stay float32
-
-    m = c.model = ml_collections.ConfigDict()
-    m.channels = 512
-    m.norm = "channel"  # [ours] per-frame channel norm; none | channel | layer
-    m.context_hidden = 256
-    m.predict_steps = 12
-    m.num_negatives = 128  # [ours] N-1 negatives per prediction
-    m.negatives_group_size = 8  # [ours] utterances sharing a negative pool
-    m.attention_heads = 4  # [ours]
-    m.d_model = 256  # [ours]
-    m.mlp_hidden = 256  # [ours]
-    m.dropout = 0.1  # [ours] in the regression head
-
-    p = c.pretrain = ml_collections.ConfigDict()
-    p.num_steps = 300_000  # van den Oord et al.
-    p.batch_size = 64  # [ours] 8 windows x 8 devices of the original CPC
-    p.window = 20480  # samples; 128 frames
-    p.learning_rate = 2e-4
-    p.warmup_steps = 1000  # [ours]
-    p.checkpoint_every = 5000
-    p.log_every = 100
-    # pre_cpc's corpus: librispeech | librispeech_tfds | audio_folder:<name>;
-    # mini_cpc uses the emotion corpus' own training audio.
-    p.corpus = "librispeech"
-    p.librispeech_subsets = ("train-clean-100",)  # [ours] the original CPC's 100 h
-
-    f = c.finetune = ml_collections.ConfigDict()
-    f.num_steps = 6000  # [ours]
-    f.batch_size = 32  # [ours]
-    f.learning_rate = 1e-4  # [ours]
-    f.warmup_steps = 200  # [ours]
-    f.checkpoint_every = 1000
-    f.log_every = 50
-    f.freeze_cpc = False  # [ours] pretrained encoder + GRU are fine-tuned
-    f.cpc_weight = 0.0  # lambda of jointCPC; 0 for the other methods
-    f.alpha = 1.0 / 3  # [ours] CCC weight of activation
-    f.beta = 1.0 / 3  # [ours] CCC weight of valence
-    f.buckets = (2.0, 4.0, 8.0, 16.0)  # [ours] seconds; longer utterances are cropped
-    f.dev_fraction = 0.1  # [ours] IEMOCAP dev split: 10% of training utterances
-    f.eval_batch_size = 32
-    f.eval_every = 500  # [ours] dev CCC; the best dev avg CCC picks the model
-    f.patience = 0  # [ours] evaluations without a new best before stopping; 0 = never
-    f.input = "context"  # [ours] recognizer reads c_t; "context" only for now
-
-    a = c.analysis = ml_collections.ConfigDict()
-    a.probe = True  # linear probe of the frozen CPC features (CPC methods)
-    a.plots = True  # training curves, predicted vs true, t-SNE
-
-    if corpus == "msp_podcast":
-        f.patience = 6  # [ours] early stopping on Development
-    if corpus == "synthetic":
-        _size_for_cpu(c)
-    return c
+def label(config) -> str:
+    """The method's name in tables: "preCPC" for "pre_cpc"."""
+    return METHOD_NAMES.get(config.method, config.method)
 
 
-def _size_for_cpu(c: ml_collections.ConfigDict) -> None:
-    """Shrinks the model and schedule so the demo runs on a laptop CPU."""
-    s = c.synthetic = ml_collections.ConfigDict()
-    s.seed = 0  # the corpus' seed; another seed is another corpus
-    s.unlabeled_speakers = 40
-    s.unlabeled_utterances_per_speaker = 10
-    s.emotion_utterances_per_speaker = 50  # x 2 speakers x 5 sessions
-    c.seeds = 2
-    c.model.channels = 32
-    # Per-frame channel norm slows early CPC learning of so small an encoder
-    # badly (InfoNCE 41.1 vs 32.8 after 400 steps): the demo does without.
-    c.model.norm = "none"
-    c.model.context_hidden = 64
-    c.model.num_negatives = 32
-    c.model.negatives_group_size = 4
-    c.model.d_model = 64
-    c.model.mlp_hidden = 64
-    c.pretrain.corpus = "synthetic_unlabeled"
-    c.pretrain.num_steps = 400
-    c.pretrain.batch_size = 8
-    c.pretrain.window = 10240
-    c.pretrain.learning_rate = 1e-3
-    c.pretrain.warmup_steps = 20
-    c.pretrain.checkpoint_every = 100
-    c.pretrain.log_every = 10
-    c.finetune.num_steps = 100
-    c.finetune.batch_size = 16
-    c.finetune.learning_rate = 1e-3
-    c.finetune.warmup_steps = 10
-    c.finetune.checkpoint_every = 60
-    c.finetune.log_every = 10
-    c.finetune.buckets = (1.0, 1.5)
-    c.finetune.eval_batch_size = 32
-    c.finetune.eval_every = 25
+def _close_match(name: str, candidates) -> str:
+    match = difflib.get_close_matches(name, list(candidates), n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""
 
 
-def apply_method(
-    c: ml_collections.ConfigDict, method: str
-) -> ml_collections.ConfigDict:
-    """Sets the fields that make `c` one of the paper's four methods."""
-    if method not in METHODS:
-        raise ConfigError(
-            f"method: unknown {method!r}; use one of {', '.join(METHODS)}"
-        )
-    c = ml_collections.ConfigDict(c.to_dict())
-    c.method = method
-    if method == "joint_cpc":
-        c.finetune.cpc_weight = 1.0  # [ours] lambda
-    if method == "mini_cpc":
-        c.pretrain.corpus = "emotion_train"  # the fold's own training audio
-    return c
-
-
-def parse_arg(arg: str) -> tuple[str, dict]:
-    """Splits "synthetic,seeds=1,pretrain.num_steps=10" into corpus + overrides."""
-    # Split only at commas that start a new FIELD=, so "folds=(1,2)" stays whole.
-    parts = [p for p in re.split(r",(?=[A-Za-z_][\w.]*=)", arg or "iemocap") if p]
-    corpus, overrides = parts[0], {}
-    for part in parts[1:]:
-        if "=" not in part:
-            raise ConfigError(f"config arg: {part!r} is not FIELD=VALUE")
-        key, value = part.split("=", 1)
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
-    return corpus, overrides
-
-
-def apply_overrides(c: ml_collections.ConfigDict, overrides: dict) -> None:
+def set_fields(c: ml_collections.ConfigDict, fields: dict) -> None:
     """Sets dotted fields, e.g. {"pretrain.num_steps": 10}; unknown fields fail."""
-    for key, value in overrides.items():
+    for key, value in fields.items():
         *parents, leaf = key.split(".")
         target = c
         for name in parents:
-            target = (
-                target.get(name)
-                if isinstance(target, ml_collections.ConfigDict)
-                else None
-            )
-        if not isinstance(target, ml_collections.ConfigDict) or leaf not in target:
-            raise ConfigError(f"config override: no field {key!r}")
+            target = target[name]
+        if leaf not in target:
+            raise ConfigError(f"config: no field {key!r}{_close_match(leaf, target)}")
         target[leaf] = value
 
 
-def method_config(method: str, arg: str = "iemocap") -> ml_collections.ConfigDict:
-    """`get_config` of `configs/<method>.py`."""
-    corpus, overrides = parse_arg(arg)
-    c = apply_method(base_config(corpus), method)
-    apply_overrides(c, overrides)
-    return c
+def check_fields(c: ml_collections.ConfigDict, fields) -> None:
+    """Fails on the first dotted field name that `c` does not have."""
+    for key in fields:
+        target = c
+        for name in key.split("."):
+            if not isinstance(target, ml_collections.ConfigDict) or name not in target:
+                options = (
+                    target if isinstance(target, ml_collections.ConfigDict) else ()
+                )
+                raise ConfigError(
+                    f"--config.{key}: no such field{_close_match(name, options)} "
+                    f"(python -m cpcjax.main --help lists them)"
+                )
+            target = target[name]
 
 
-def uses_pretraining(c: ml_collections.ConfigDict) -> bool:
-    return c.method in ("mini_cpc", "pre_cpc")
+def differences(
+    config: ml_collections.ConfigDict, base: ml_collections.ConfigDict
+) -> ml_collections.ConfigDict:
+    """The fields of `config` whose values differ from `base`, nested as in it."""
+    out = ml_collections.ConfigDict()
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            sub = differences(value, base[key]) if key in base else value
+            if sub:
+                out[key] = sub
+        elif key not in base or base[key] != value:
+            out[key] = value
+    return out
+
+
+def _merge(target: ml_collections.ConfigDict, delta: ml_collections.ConfigDict):
+    for key, value in delta.items():
+        if isinstance(value, ml_collections.ConfigDict) and key in target:
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def expand(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+    """The method configs of `config`: itself, or one per name in a demo's
+    `method_order`, each the shared fields with that method's own on top."""
+    if "methods" not in config:
+        return [config]
+    shared = ml_collections.ConfigDict(config.to_dict())
+    del shared["methods"], shared["method_order"]
+    out = []
+    for name in config.method_order:
+        if name not in config.methods:
+            raise ConfigError(
+                f"config.method_order: no method {name!r} in config.methods"
+                f"{_close_match(name, config.methods)}"
+            )
+        c = ml_collections.ConfigDict(shared.to_dict())
+        _merge(c, config.methods[name])
+        c.method = name
+        out.append(c)
+    return out
+
+
+def resolve(spec: str) -> str:
+    """The file of a `--config` value: a path (`configs/pre_cpc.py:arg`), or a
+    config shipped with cpcjax by name (`pre_cpc:arg`). The `:arg` is kept.
+
+    Raises:
+      ConfigError: no such file and no shipped config of that name.
+    """
+    from cpcjax import configs
+
+    path, sep, arg = spec.partition(":")
+    if os.path.isfile(path):
+        return spec
+    name = os.path.basename(path)
+    name = name[:-3] if name.endswith(".py") else name
+    if name in configs.NAMES:
+        return os.path.join(configs.DIRECTORY, f"{name}.py") + sep + arg
+    raise ConfigError(
+        f"--config: no file {path!r} and no shipped config of that name; use a "
+        f"path or one of {', '.join(configs.NAMES)}"
+    )
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+    """The config of a `--config` value, e.g. load("pre_cpc:synthetic")."""
+    path, _, arg = resolve(spec).partition(":")
+    module_spec = importlib.util.spec_from_file_location("_cpcjax_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -204,7 +157,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
         if not ok:
             raise ConfigError(f"config.{field}: {why} (got {_get(c, field)!r})")
 
-    need(c.method in METHODS, "method", f"must be one of {METHODS}")
     need(c.corpus in CORPORA, "corpus", f"must be one of {CORPORA}")
     need(isinstance(c.seeds, int) and c.seeds >= 1, "seeds", "must be an int >= 1")
     need(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
@@ -218,6 +170,32 @@ def validate(c: ml_collections.ConfigDict) -> None:
                 "must be an int >= 1",
             )
         need(c[stage].learning_rate > 0, f"{stage}.learning_rate", "must be > 0")
+    corpus = c.pretrain.corpus
+    need(
+        corpus in (NO_PRETRAINING, OWN_AUDIO, *UNLABELED_CORPORA)
+        or corpus.startswith("audio_folder:"),
+        "pretrain.corpus",
+        f"must be {NO_PRETRAINING}, {OWN_AUDIO}, audio_folder:<name> or one of "
+        f"{', '.join(UNLABELED_CORPORA)}",
+    )
+    init = c.finetune.init_from
+    if init == FROM_PRETRAINING:
+        need(
+            corpus != NO_PRETRAINING,
+            "finetune.init_from",
+            f"{FROM_PRETRAINING!r} needs a CPC stage: set pretrain.corpus",
+        )
+    else:
+        need(
+            corpus == NO_PRETRAINING,
+            "pretrain.corpus",
+            f"a CPC stage is only trained for finetune.init_from={FROM_PRETRAINING!r}",
+        )
+    need(
+        init in ("", FROM_PRETRAINING) or os.path.isdir(os.path.expanduser(init)),
+        "finetune.init_from",
+        f"must be '', {FROM_PRETRAINING!r}, or an existing checkpoints/ directory",
+    )
     need(
         c.pretrain.window % 160 == 0 and c.pretrain.window >= 160 * 32,
         "pretrain.window",
@@ -266,11 +244,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
         and list(c.finetune.buckets) == sorted(c.finetune.buckets),
         "finetune.buckets",
         "must be increasing lengths in seconds",
-    )
-    need(
-        c.finetune.input == "context",
-        "finetune.input",
-        "only 'context' (c_t) is supported",
     )
     if c.corpus != "msp_podcast":
         need(all(1 <= int(f) <= 5 for f in c.folds), "folds", "folds are sessions 1..5")

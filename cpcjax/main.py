@@ -1,23 +1,34 @@
-"""Runs an experiment: python -m cpcjax.main --config=configs/pre_cpc.py:synthetic --workdir=DIR"""
+"""Runs an experiment: pretraining, fine-tuning per fold and seed, the report.
+
+  python -m cpcjax.main --config=configs/pre_cpc.py          # IEMOCAP
+  python -m cpcjax.main --config=configs/pre_cpc.py:synthetic --config.seeds=1
+  python -m cpcjax.main --config=demo                        # by name, installed
+
+--config takes a config file (`configs/<name>.py`, or a shipped config by
+name) and an optional `:corpus` (iemocap, msp_podcast, synthetic). Any field
+can be overridden with --config.FIELD=VALUE. The workdir defaults to
+runs/<config>_<corpus>; rerunning the same command continues what is there.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import flags
 from ml_collections import config_flags
 
+from cpcjax import cli
+from cpcjax import config as config_lib
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Method config file[:arg].", lock_config=False
+    "config", None, "Config file or shipped config name, [:corpus].", lock_config=False
 )
 _WORKDIR = flags.DEFINE_string(
     "workdir",
     None,
-    "Directory for checkpoints, metrics and "
-    "the report; rerunning continues what is there.",
+    "Directory for checkpoints, metrics and the report; rerunning continues "
+    "what is there. Default: runs/<config>_<corpus>.",
 )
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",
@@ -36,10 +47,61 @@ _PROCESS_ID = flags.DEFINE_integer(
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed",
     False,
-    "Call jax.distributed.initialize() and let JAX find the "
-    "cluster itself (TPU pod slices, SLURM).",
+    "Call jax.distributed.initialize() and let JAX find the cluster itself "
+    "(TPU pod slices, SLURM).",
 )
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
+
+
+def _resolve_config(argv: list[str]) -> list[str]:
+    """Lets --config name a shipped config, and fails in one line on a missing
+    file, an unknown corpus or a --config.FIELD that does not exist."""
+    out, spec = [], None
+    for arg in argv:
+        if arg.startswith("--config="):
+            spec = config_lib.resolve(arg.split("=", 1)[1])
+            arg = "--config=" + spec
+        out.append(arg)
+    if spec is not None:
+        fields = [a[len("--config.") :].split("=", 1)[0] for a in argv]
+        config_lib.check_fields(
+            config_lib.load(spec),
+            [f for f, a in zip(fields, argv) if a.startswith("--config.")],
+        )
+    return out
+
+
+def _help_extra() -> str:
+    from cpcjax import configs
+
+    base = config_lib.load("sup:iemocap")
+    fields = _flat(base.to_dict())
+    width = max(len(k) for k in fields)
+    return "\n".join(
+        [
+            f"Shipped configs (--config=NAME or configs/NAME.py): "
+            f"{', '.join(configs.NAMES)}",
+            "Config fields (--config.FIELD=VALUE; IEMOCAP defaults, see "
+            "configs/base.py):",
+            *(f"  {k:<{width}}  {v!r}" for k, v in fields.items()),
+        ]
+    )
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def default_workdir(config_file: str, corpus: str) -> str:
+    """runs/<config>_<corpus>, e.g. runs/pre_cpc_iemocap."""
+    name = os.path.splitext(os.path.basename(config_file))[0]
+    return os.path.join("runs", f"{name}_{corpus}")
 
 
 def _start_distributed(jax) -> None:
@@ -58,47 +120,43 @@ def _start_distributed(jax) -> None:
 
 
 def main(argv) -> None:
-    del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (see --help)")
+    log = cli.setup_logging()
     import jax
     import tensorflow as tf
 
-    from cpcjax import experiment
-    from cpcjax.config import ConfigError
+    from cpcjax import experiment, report
     from cpcjax.data.sources import CorpusNotPrepared
     from cpcjax.train import loop
 
     # tf.data and TFDS only read files; the accelerators belong to JAX.
     tf.config.set_visible_devices([], "GPU")
     _start_distributed(jax)
-    # Library chatter (Orbax, TFDS) stays at warnings; cpcjax says what it does.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    log = logging.getLogger("cpcjax")
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    config = _CONFIG.value
+    workdir = _WORKDIR.value or default_workdir(
+        config_flags.get_config_filename(flags.FLAGS["config"]), config.corpus
+    )
     log.info(
-        "process %d/%d, %d devices (%s)",
+        "process %d/%d, %d %s devices (%s backend); workdir %s",
         jax.process_index(),
         jax.process_count(),
         jax.device_count(),
         jax.devices()[0].device_kind,
+        jax.default_backend(),
+        workdir,
     )
     loop.stop_on_sigterm()
     try:
-        experiment.run(_CONFIG.value, _WORKDIR.value)
+        result = experiment.run(config, workdir)
     except loop.Preempted as e:
         print(str(e), file=sys.stderr)
         sys.exit(0)
-    except (ConfigError, CorpusNotPrepared, loop.TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except (CorpusNotPrepared, loop.TrainingDiverged) as e:
+        cli.fail(str(e))
     if jax.process_index() == 0:
-        with open(os.path.join(_WORKDIR.value, "report.md")) as f:
-            print(f.read())
+        print(report.markdown(result))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, doc=__doc__, help_extra=_help_extra, prepare_argv=_resolve_config)

@@ -1,6 +1,9 @@
-"""Test setup: eight fake CPU devices, so sharding code runs as on a pod."""
+"""Test setup: eight fake CPU devices, so sharding code runs as on a pod; and
+the helpers the tests share: tiny configs, running the entry point, wav files."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -8,6 +11,110 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import numpy as np
 import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A model and schedule small enough for a test, for any corpus.
+TINY_RUN = {
+    "seeds": 1,
+    "model.channels": 16,
+    "model.context_hidden": 16,
+    "model.d_model": 16,
+    "model.mlp_hidden": 16,
+    "model.num_negatives": 8,
+    "model.predict_steps": 4,
+    "pretrain.window": 5120,
+    "pretrain.num_steps": 4,
+    "pretrain.checkpoint_every": 2,
+    "pretrain.log_every": 1,
+    "finetune.num_steps": 4,
+    "finetune.checkpoint_every": 2,
+    "finetune.log_every": 1,
+    "finetune.batch_size": 8,
+    "finetune.eval_batch_size": 8,
+    "finetune.buckets": (1.0,),
+}
+# The synthetic corpus at its smallest, one fold.
+TINY_SYNTHETIC = {
+    "folds": (1,),
+    "synthetic.emotion_utterances_per_speaker": 6,
+    "synthetic.unlabeled_speakers": 4,
+    "synthetic.unlabeled_utterances_per_speaker": 3,
+}
+TINY = {**TINY_RUN, **TINY_SYNTHETIC}
+
+
+def config_flags(fields: dict) -> list[str]:
+    """--config.FIELD=VALUE flags that set `fields`, as a user would type them."""
+    return [f"--config.{k}={v!r}" for k, v in fields.items()]
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """`make(name, corpus="synthetic", **fields)`: a shipped config at test size,
+    validated; `fields` are dotted names with "__" for "."."""
+    from cpcjax import config as config_lib
+
+    def make(name: str = "pre_cpc", corpus: str = "synthetic", **fields):
+        c = config_lib.load(f"{name}:{corpus}")
+        tiny = TINY if corpus == "synthetic" else TINY_RUN
+        config_lib.set_fields(c, tiny)
+        config_lib.set_fields(c, {k.replace("__", "."): v for k, v in fields.items()})
+        for method in config_lib.expand(c):
+            config_lib.validate(method)
+        return c
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def run_main():
+    """`run(config, workdir, data_dir, devices=8, fields=TINY, extra=())`: runs
+    `python -m cpcjax.main` as a user would, and returns the finished process."""
+
+    def run(config, workdir, data_dir, devices=8, fields=None, extra=(), **kwargs):
+        env = dict(
+            os.environ,
+            CPCJAX_DATA_DIR=str(data_dir),
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        )
+        cmd = [sys.executable, "-m", "cpcjax.main", f"--config={config}"]
+        if workdir is not None:
+            cmd.append(f"--workdir={workdir}")
+        cmd += config_flags(TINY if fields is None else fields) + list(extra)
+        return subprocess.run(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            **kwargs,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def write_wav():
+    """`write(path, seconds=0.5, rate=16000, channels=1, seed=0, wav=None,
+    **soundfile_kwargs)`: a speech-like tone (or `wav`) written with soundfile;
+    parent folders are made."""
+    import soundfile as sf
+
+    def write(path, seconds=0.5, rate=16000, channels=1, seed=0, wav=None, **kwargs):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if wav is None:
+            rng = np.random.default_rng(seed)
+            t = np.arange(int(seconds * rate)) / rate
+            tone = 0.3 * np.sin(2 * np.pi * (150 + 20 * seed) * t)
+            tone += 0.02 * rng.standard_normal(len(t))
+            wav = np.stack([tone] * channels, axis=1) if channels > 1 else tone
+            wav = wav.astype(np.float32)
+            kwargs.setdefault("subtype", "PCM_16")
+        sf.write(os.fspath(path), wav, rate, **kwargs)
+        return path
+
+    return write
 
 
 def make_source(

@@ -7,67 +7,19 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, TINY, config_flags
 
 from cpcjax import config as config_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A model and schedule small enough for a test, for any corpus.
-TINY_RUN = [
-    "seeds=1",
-    "model.channels=16",
-    "model.context_hidden=16",
-    "model.d_model=16",
-    "model.mlp_hidden=16",
-    "model.num_negatives=8",
-    "model.predict_steps=4",
-    "pretrain.window=5120",
-    "pretrain.num_steps=4",
-    "pretrain.checkpoint_every=2",
-    "pretrain.log_every=1",
-    "finetune.num_steps=4",
-    "finetune.checkpoint_every=2",
-    "finetune.log_every=1",
-    "finetune.batch_size=8",
-    "finetune.eval_batch_size=8",
-    "finetune.buckets=(1.0,)",
+TINY_SHORT = [
+    "--config.pretrain.num_steps=120",
+    "--config.pretrain.checkpoint_every=1000",
 ]
-TINY = ",".join(
-    [
-        "synthetic",
-        "folds=(1,)",
-        "synthetic.emotion_utterances_per_speaker=6",
-        "synthetic.unlabeled_speakers=4",
-        "synthetic.unlabeled_utterances_per_speaker=3",
-        *TINY_RUN,
-    ]
-)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("data"))
-
-
-def run_main(config: str, workdir, data_dir: str, devices: int = 8):
-    env = dict(
-        os.environ,
-        CPCJAX_DATA_DIR=data_dir,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-    )
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cpcjax.main",
-            f"--config={config}",
-            f"--workdir={workdir}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def losses(path, n=3):
@@ -76,11 +28,11 @@ def losses(path, n=3):
     return [r["loss"] for r in rows if "loss" in r][:n]
 
 
-def test_one_and_eight_devices_give_the_same_losses(tmp_path, data_dir):
+def test_one_and_eight_devices_give_the_same_losses(tmp_path, data_dir, run_main):
     runs = {}
     for devices in (1, 8):
         workdir = tmp_path / f"dev{devices}"
-        proc = run_main(f"configs/pre_cpc.py:{TINY}", workdir, data_dir, devices)
+        proc = run_main("configs/pre_cpc.py:synthetic", workdir, data_dir, devices)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[devices] = workdir
     for stage in ("pretrain", os.path.join("finetune", "fold1", "seed0")):
@@ -99,15 +51,15 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path, data_dir):
     # A finished run is not rerun: nothing is trained or rewritten.
     metrics = runs[8] / "pretrain" / "metrics.jsonl"
     before = metrics.stat().st_mtime_ns
-    again = run_main(f"configs/pre_cpc.py:{TINY}", runs[8], data_dir)
+    again = run_main("configs/pre_cpc.py:synthetic", runs[8], data_dir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "finished earlier" in again.stderr
     assert metrics.stat().st_mtime_ns == before
     assert json.loads((runs[8] / "report.json").read_text())["rows"] == report["rows"]
 
 
-def test_demo_writes_the_four_row_table(tmp_path, data_dir):
-    proc = run_main(f"configs/demo.py:{TINY}", tmp_path, data_dir)
+def test_demo_writes_the_four_row_table(tmp_path, data_dir, run_main):
+    proc = run_main("configs/demo.py", tmp_path, data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert [r["method"] for r in report["rows"]] == [
@@ -147,25 +99,98 @@ def test_demo_writes_the_four_row_table(tmp_path, data_dir):
     assert report_lib.main([str(tmp_path / "nowhere")]) == 2
 
 
-def test_an_unprepared_corpus_fails_in_one_clear_line(tmp_path, data_dir):
-    proc = run_main("configs/pre_cpc.py", tmp_path, data_dir)
+def test_an_unprepared_corpus_fails_in_one_clear_line(tmp_path, data_dir, run_main):
+    proc = run_main("configs/pre_cpc.py", tmp_path, data_dir, fields={})
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert "'iemocap' is not prepared" in last
     assert "python -m cpcjax.prepare iemocap --manual_dir=" in last
+    assert ":synthetic" in last
 
 
-@pytest.mark.parametrize("method", config_lib.METHODS)
-@pytest.mark.parametrize("corpus", config_lib.CORPORA)
-def test_method_configs_have_the_documented_fields(method, corpus):
-    import importlib.util
+def test_the_command_as_users_write_it_defaults_the_workdir(tmp_path, run_main):
+    # The README's command, verbatim, from a directory of the user's: no
+    # --workdir, the IEMOCAP default, nothing prepared.
+    proc = run_main("configs/pre_cpc.py", None, tmp_path / "data", fields={})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert any(line.endswith("workdir runs/pre_cpc_iemocap") for line in lines)
+    assert "Traceback" not in proc.stderr
 
-    spec = importlib.util.spec_from_file_location(
-        method, os.path.join(ROOT, "configs", f"{method}.py")
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--config=configs/sup.py:synthetic", "--config.pretrain.num_step=3"],
+            "error: --config.pretrain.num_step: no such field; did you mean "
+            "'num_steps'?",
+        ),
+        (
+            ["--config=configs/sup.py:iemocapp"],
+            "error: config argument: unknown corpus",
+        ),
+        (["--config=configs/nope.py"], "error: --config: no file 'configs/nope.py'"),
+        (["--config=sup", "--workdr=x"], "error: Unknown command line flag 'workdr'"),
+        (
+            ["--config=demo", "--config.method_order=('sup','pre_cp')"],
+            "error: config.method_order: no method 'pre_cp' in config.methods; did "
+            "you mean 'pre_cpc'?",
+        ),
+    ],
+)
+def test_config_mistakes_are_one_line_and_exit_2(tmp_path, args, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cpcjax.main", *args, f"--workdir={tmp_path}"],
+        cwd=ROOT,
+        env=dict(os.environ, CPCJAX_DATA_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config(corpus)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if "cpu devices" not in line]
+    assert len(lines) <= 3 and lines[-1].startswith(message), proc.stderr
+
+
+@pytest.mark.parametrize("module", ["main", "predict", "prepare", "report", "bench"])
+def test_help_exits_0_and_lists_the_flags(module):
+    proc = subprocess.run(
+        [sys.executable, "-m", f"cpcjax.{module}", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"cpcjax.{module}" in proc.stdout and "  --" in proc.stdout
+    if module == "main":
+        assert "pre_cpc, demo" in proc.stdout  # the shipped configs
+        assert "finetune.init_from" in proc.stdout  # and their fields
+
+
+def test_the_console_script_dispatches_and_configs_resolve_by_name(tmp_path):
+    from cpcjax import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.console(["cpcjax", "trian"])
+    assert exit_info.value.code == 2
+    path = config_lib.resolve("pre_cpc:synthetic")
+    assert path.endswith(os.path.join("cpcjax", "configs", "pre_cpc.py:synthetic"))
+    assert config_lib.load(path).corpus == "synthetic"
+    # An installed cpcjax has no configs/ folder beside the user's work.
+    assert config_lib.resolve("configs/demo.py").startswith("configs/demo.py")
+    os.chdir(tmp_path)
+    try:
+        assert config_lib.load("configs/demo.py").method_order[-1] == "pre_cpc"
+    finally:
+        os.chdir(ROOT)
+
+
+@pytest.mark.parametrize("method", config_lib.METHOD_NAMES)
+@pytest.mark.parametrize("corpus", config_lib.CORPORA)
+def test_method_configs_state_their_stages(method, corpus):
+    c = config_lib.load(f"configs/{method}.py:{corpus}")
     config_lib.validate(c)
     assert c.method == method and c.corpus == corpus
     for field in (
@@ -178,43 +203,43 @@ def test_method_configs_have_the_documented_fields(method, corpus):
     ):
         assert isinstance(field, int)
     assert (c.finetune.cpc_weight > 0) == (method == "joint_cpc")
-    assert module.get_config().corpus == "iemocap"
+    pretrains = method in ("mini_cpc", "pre_cpc")
+    assert (c.pretrain.corpus != "none") == pretrains
+    assert c.finetune.init_from == ("pretrain" if pretrains else "")
+    assert config_lib.load(f"configs/{method}.py").corpus == "iemocap"
 
 
-def test_bad_values_fail_naming_the_field():
-    c = config_lib.method_config("sup", "synthetic")
+def test_the_demo_is_the_four_method_configs():
+    demo = config_lib.load("demo")
+    for c in config_lib.expand(demo):
+        alone = config_lib.load(f"{c.method}:synthetic")
+        assert c.to_dict() == alone.to_dict()
+
+
+def test_bad_values_fail_naming_the_field(tiny_config):
+    c = config_lib.load("sup:synthetic")
     c.model.norm = "batch"
     with pytest.raises(config_lib.ConfigError, match=r"config\.model\.norm"):
         config_lib.validate(c)
     with pytest.raises(config_lib.ConfigError, match="no field 'pretrain.num_step'"):
-        config_lib.method_config("sup", "synthetic,pretrain.num_step=3")
+        config_lib.set_fields(c, {"pretrain.num_step": 3})
     with pytest.raises(config_lib.ConfigError, match="unknown corpus 'iemocapp'"):
-        config_lib.method_config("sup", "iemocapp")
-    c = config_lib.method_config("sup", "synthetic,finetune.batch_size=10")
+        config_lib.load("sup:iemocapp")
     with pytest.raises(config_lib.ConfigError, match=r"config\.finetune\.batch_size"):
-        config_lib.validate(c)
+        tiny_config("sup", finetune__batch_size=10)
+    with pytest.raises(config_lib.ConfigError, match=r"config\.finetune\.init_from"):
+        tiny_config("sup", finetune__init_from="pretrain")
+    with pytest.raises(config_lib.ConfigError, match=r"config\.pretrain\.corpus"):
+        tiny_config("sup", pretrain__corpus="librispeech")
 
 
-def test_a_workdir_refuses_another_experiment_but_not_more_steps(tmp_path):
-    from cpcjax import experiment
-
-    c = config_lib.method_config("pre_cpc", "synthetic")
-    experiment.claim_workdir(c, str(tmp_path))
-    c.pretrain.num_steps += 100
-    c.seeds = 5
-    experiment.claim_workdir(c, str(tmp_path))  # a longer run continues
-    c.model.channels = 64
-    with pytest.raises(
-        config_lib.ConfigError, match=r"another config \(model\.channels differ"
-    ):
-        experiment.claim_workdir(c, str(tmp_path))
-
-
-def test_sigterm_saves_exits_0_and_the_same_command_resumes(tmp_path, data_dir):
+def test_sigterm_saves_exits_0_and_the_same_command_resumes(
+    tmp_path, data_dir, run_main
+):
     import signal
     import time
 
-    config = f"configs/pre_cpc.py:{TINY},pretrain.num_steps=120,pretrain.checkpoint_every=1000"
+    config = "configs/pre_cpc.py:synthetic"
     env = dict(
         os.environ,
         CPCJAX_DATA_DIR=data_dir,
@@ -226,6 +251,8 @@ def test_sigterm_saves_exits_0_and_the_same_command_resumes(tmp_path, data_dir):
         "cpcjax.main",
         f"--config={config}",
         f"--workdir={tmp_path / 'run'}",
+        *config_flags(TINY),
+        *TINY_SHORT,
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "run" / "pretrain" / "metrics.jsonl"
@@ -245,9 +272,9 @@ def test_sigterm_saves_exits_0_and_the_same_command_resumes(tmp_path, data_dir):
     )
     assert saved and 5 <= saved[-1] < 120  # saved where it stopped, not at a multiple
 
-    resumed = run_main(config, tmp_path / "run", data_dir)
+    resumed = run_main(config, tmp_path / "run", data_dir, extra=TINY_SHORT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    whole = run_main(config, tmp_path / "whole", data_dir)
+    whole = run_main(config, tmp_path / "whole", data_dir, extra=TINY_SHORT)
     assert whole.returncode == 0, whole.stderr[-3000:]
     for stage in ("pretrain", os.path.join("finetune", "fold1", "seed0")):
         assert (tmp_path / "run" / stage / "metrics.jsonl").read_text() == (
@@ -255,13 +282,13 @@ def test_sigterm_saves_exits_0_and_the_same_command_resumes(tmp_path, data_dir):
         ).read_text()
 
 
-def test_two_processes_of_four_devices_match_one_of_eight(tmp_path, data_dir):
+def test_two_processes_of_four_devices_match_one_of_eight(tmp_path, data_dir, run_main):
     import socket
 
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    config = f"configs/pre_cpc.py:{TINY}"
+    config = "configs/pre_cpc.py:synthetic"
     one = run_main(config, tmp_path / "one", data_dir, devices=8)
     assert one.returncode == 0, one.stderr[-3000:]
     env = dict(
@@ -281,6 +308,7 @@ def test_two_processes_of_four_devices_match_one_of_eight(tmp_path, data_dir):
                 f"--coordinator_address=localhost:{port}",
                 "--num_processes=2",
                 f"--process_id={i}",
+                *config_flags(TINY),
             ],
             cwd=ROOT,
             env=env,
@@ -293,7 +321,7 @@ def test_two_processes_of_four_devices_match_one_of_eight(tmp_path, data_dir):
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-    assert "process 0/2, 8 devices" in outs[0][1]
+    assert "process 0/2, 8 cpu devices" in outs[0][1]
     for stage in ("pretrain", os.path.join("finetune", "fold1", "seed0")):
         np.testing.assert_allclose(
             losses(tmp_path / "two" / stage / "metrics.jsonl"),

@@ -1,0 +1,163 @@
+"""What every cpcjax command shares: flags, help, errors, logging, `cpcjax CMD`.
+
+Each entry point (`python -m cpcjax.main`, `.predict`, `.prepare`, `.report`,
+`.bench`) defines absl flags and calls `cli.run(main)`. That gives all of
+them the same conventions: `--help` prints the command's usage and flags and
+exits 0; a mistake in a flag or the config is one `error:` line (with a
+close match where there is one) and exit 2, never a traceback; cpcjax's own
+log lines go to stderr with a time stamp, and library chatter stays quiet.
+
+The `cpcjax` console script dispatches to them: `cpcjax train ...` is
+`python -m cpcjax.main ...`, `cpcjax predict ...` is `python -m cpcjax.predict ...`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import runpy
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+
+# Before anything imports TensorFlow: its C++ start-up lines are not ours.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+EXIT_USAGE = 2
+# Exceptions whose message is the whole story: printed as one `error:` line.
+USER_ERRORS: tuple[type[BaseException], ...] = ()
+COMMANDS = {
+    "train": ("cpcjax.main", "run a method or the demo: pretrain, fine-tune, report"),
+    "prepare": ("cpcjax.prepare", "prepare a corpus from your copy of its files"),
+    "predict": ("cpcjax.predict", "predict activation/valence/dominance of audio"),
+    "report": ("cpcjax.report", "merge the reports of several workdirs"),
+    "bench": ("cpcjax.bench", "measure step time, throughput and MFU"),
+}
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    """Prints `error: message` (first line of it) to stderr and exits."""
+    first = str(message).strip().splitlines() or [""]
+    print(f"error: {first[0]}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from cpcjax.config import ConfigError
+
+    return (ConfigError, *USER_ERRORS)
+
+
+def _clean(message: str) -> str:
+    """One line from an exception absl or ml_collections wrapped, e.g.
+    "'num_step'\\nDid you mean ..." -> "'num_step'; did you mean ..."."""
+    text = str(message).strip().strip("'\"").replace("\\n", "\n")
+    lines = [line.strip().strip("'\"") for line in text.splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):
+        # A config file raised while ml_collections loaded it: its last line
+        # is the exception, e.g. "cpcjax.config.ConfigError: unknown corpus".
+        return lines[-1].split(": ", 1)[-1]
+    return "; ".join(lines)
+
+
+def _print_help(doc: str | None, extra: Callable[[], str] | None) -> None:
+    if doc:
+        print(doc.strip() + "\n")
+    help_text = flags.FLAGS.main_module_help()
+    print(help_text if help_text.strip() else "(no flags)")
+    if extra is not None:
+        print("\n" + extra())
+
+
+def _parser(doc: str | None, help_extra, prepare_argv):
+    def parse(argv: list[str]) -> list[str]:
+        if any(a in ("--help", "-h", "--helpshort", "-?") for a in argv[1:]):
+            _print_help(doc, help_extra)
+            sys.exit(0)
+        try:
+            if prepare_argv is not None:
+                argv = prepare_argv(argv)
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            fail(_clean(e))
+        except _user_errors() as e:
+            fail(_clean(e))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            # ml_collections' config flags raise these for a field that does not
+            # exist or a value of the wrong type.
+            fail(f"--config: {_clean(e)}")
+        except FileNotFoundError as e:
+            fail(f"{e.filename or _clean(e)}: no such file")
+
+    return parse
+
+
+def setup_logging() -> logging.Logger:
+    """cpcjax's log lines on stderr with a time stamp; libraries at warnings or
+    quieter, so the default output is cpcjax's own."""
+    from absl import logging as absl_logging
+
+    # Orbax, TFDS and TensorFlow log through absl: keep their errors only.
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    log = logging.getLogger("cpcjax")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return log
+
+
+def run(
+    main: Callable[[list[str]], None],
+    doc: str | None = None,
+    help_extra: Callable[[], str] | None = None,
+    prepare_argv: Callable[[list[str]], list[str]] | None = None,
+) -> None:
+    """Runs an entry point's `main(argv)` under the shared conventions.
+
+    Args:
+      main: the command; argv holds the program name and positional arguments.
+      doc: usage text printed above the flags by `--help`.
+      help_extra: more help text (e.g. the configs and their fields).
+      prepare_argv: rewrites argv before the flags are parsed (e.g. resolving
+        a config name to its file); may raise a ConfigError.
+    """
+
+    def guarded(argv):
+        try:
+            main(argv)
+        except _user_errors() as e:
+            fail(_clean(e))
+
+    app.run(guarded, flags_parser=_parser(doc, help_extra, prepare_argv))
+
+
+def console(argv: list[str] | None = None) -> None:
+    """The `cpcjax` command: `cpcjax SUBCOMMAND [FLAGS] [ARGS]`."""
+    argv = list(sys.argv if argv is None else argv)
+    usage = (
+        "usage: cpcjax {"
+        + ",".join(COMMANDS)
+        + "} [--help] ...\n\n"
+        + "\n".join(
+            f"  {name:<8} {text}   (python -m {module})"
+            for name, (module, text) in COMMANDS.items()
+        )
+    )
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(usage)
+        sys.exit(0 if len(argv) >= 2 else EXIT_USAGE)
+    name = argv[1]
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        fail(f"unknown command {name!r}{hint} (cpcjax --help lists them)")
+    module = COMMANDS[name][0]
+    sys.argv = [f"cpcjax {name}", *argv[2:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
