@@ -5,7 +5,7 @@ python -m cpcjax.main --config=configs/demo.py
 Fields set here (`--config.seeds=1`) apply to every method; `methods.<name>`
 holds what that method's own config file sets differently, and can be
 overridden too (`--config.methods.joint_cpc.finetune.cpc_weight=0.5`);
-`--config.method_order=sup,pre_cpc` runs only those.
+`--config.method_order="('sup','pre_cpc')"` runs only those.
 """
 
 import ml_collections
