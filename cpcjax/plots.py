@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -21,11 +21,10 @@ from sklearn.preprocessing import StandardScaler
 
 from cpcjax import config as config_lib
 from cpcjax import evaluate
+from cpcjax import workdir as workdir_lib
+from cpcjax.constants import DIMENSION_NAMES, DIMENSIONS
 
 DPI = 120
-DIMENSION_NAMES = {"act": "activation", "val": "valence", "dom": "dominance"}
-METRICS_FILE = "metrics.jsonl"
-RESULT_FILE = "result.json"
 # (stage kind, metrics key, panel title, y label); the panels of training_curves.
 # Fine-tuning shows ccc_loss rather than loss: jointCPC's loss adds InfoNCE,
 # which is 40 times larger and would flatten every other method's curve.
@@ -52,45 +51,14 @@ def _read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def _method_label(workdir: str, prefix: tuple[str, ...]) -> str:
-    """Name of the method a run belongs to: its folder in a demo workdir, or the
-    method of workdir's config.json."""
-    if prefix:
-        return config_lib.METHOD_NAMES.get(prefix[-1], "/".join(prefix))
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as fh:
-            method = json.load(fh).get("method")
-        return config_lib.METHOD_NAMES.get(method, str(method))
-    return "run"
-
-
-def _find_runs(workdir: str) -> list[dict]:
-    """Every stage under `workdir` with a metrics.jsonl, in path order."""
-    runs = []
-    for root, dirs, files in os.walk(workdir):
-        dirs.sort()
-        if METRICS_FILE not in files:
-            continue
-        parts = tuple(os.path.relpath(root, workdir).split(os.sep))
-        kinds = [i for i, p in enumerate(parts) if p in ("pretrain", "finetune")]
-        if not kinds:
-            continue
-        i = kinds[-1]
-        result = None
-        if os.path.exists(os.path.join(root, RESULT_FILE)):
-            with open(os.path.join(root, RESULT_FILE)) as fh:
-                result = json.load(fh)
-        runs.append(
-            {
-                "kind": parts[i],
-                "method": _method_label(workdir, parts[:i]),
-                "name": "/".join(parts[i + 1 :]),
-                "lines": _read_jsonl(os.path.join(root, METRICS_FILE)),
-                "result": result,
-            }
-        )
-    return runs
+def _stages(workdir: str) -> list[dict]:
+    """The stages of `workdir` with their metrics read and method labelled."""
+    stages = workdir_lib.find_stages(workdir)
+    for stage in stages:
+        method = stage["method"]
+        stage["method"] = config_lib.METHOD_NAMES.get(method, method or "run")
+        stage["lines"] = _read_jsonl(stage["metrics"])
+    return stages
 
 
 def _series(lines: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -120,9 +88,9 @@ def training_curves(workdir: str, out_path: str, dpi: int = DPI) -> str:
     Raises:
       FileNotFoundError: if no stage under `workdir` wrote a metrics.jsonl.
     """
-    runs = _find_runs(workdir)
+    runs = _stages(workdir)
     if not runs:
-        raise FileNotFoundError(f"no {METRICS_FILE} under {workdir}")
+        raise FileNotFoundError(f"no {workdir_lib.METRICS_FILE} under {workdir}")
     panels = [
         p
         for p in CURVE_PANELS
@@ -225,7 +193,7 @@ def predicted_vs_true(
     ccc = evaluate.corpus_ccc(preds, targets)
     fig = Figure(figsize=(12.6, 4.6), layout="constrained")
     axes = fig.subplots(1, 3)
-    for j, (ax, dim) in enumerate(zip(axes, evaluate.DIMENSIONS)):
+    for j, (ax, dim) in enumerate(zip(axes, DIMENSIONS)):
         ax.scatter(targets[:, j], preds[:, j], s=10, alpha=0.45, lw=0)
         lo = min(targets[:, j].min(), preds[:, j].min())
         hi = max(targets[:, j].max(), preds[:, j].max())

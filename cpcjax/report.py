@@ -2,7 +2,11 @@
 
 `python -m cpcjax.report DIR [DIR ...] [--out=DIR]` merges the reports of
 several workdirs into one table, with the paper's published numbers beside
-ours for IEMOCAP and MSP-Podcast.
+ours for IEMOCAP and MSP-Podcast. A merged report.json lists the workdirs it
+came from under "merged_from" (optional, schema_version 2 as before); a
+merge passes over such reports, and over files, so rerunning
+`python -m cpcjax.report runs/iemocap/* --out=runs/iemocap` gives the same
+table, with one stderr line per input passed over.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import numpy as np
 
 from cpcjax import evaluate
 from cpcjax.config import METHOD_NAMES
+from cpcjax.constants import DIMENSIONS
+from cpcjax.workdir import CONFIG_FILE, REPORT_JSON, REPORT_MD
 
-COLUMNS = ("avg",) + evaluate.DIMENSIONS
+COLUMNS = ("avg",) + DIMENSIONS
 SCHEMA_VERSION = 2
+MERGED_FROM = "merged_from"  # the key that marks a merged report
 # Li et al. 2021, Tables 1 and 2: (mean, std) of avg, act, val, dom.
 PAPER = {
     "iemocap": {
@@ -120,6 +127,7 @@ def _table(rows: list[dict], key: str, paper: dict | None = None) -> list[str]:
 
 
 def markdown(report: dict) -> str:
+    """report.md: the tables of a report as `write` or `merge` returns it."""
     rows = report["rows"]
     paper = PAPER.get(report["corpus"])
     lines = [
@@ -139,8 +147,10 @@ def markdown(report: dict) -> str:
     if probed:
         lines += [
             "",
-            "Linear probe of the frozen CPC features (ridge regression on the "
-            "utterance mean of c_t; no fine-tuning), CCC pooled over folds:",
+            (
+                "Linear probe of the frozen CPC features (ridge regression on the "
+                "utterance mean of c_t; no fine-tuning), CCC pooled over folds:"
+            ),
             "",
             "| method | avg | act | val | dom |",
             "|---|---|---|---|---|",
@@ -175,55 +185,90 @@ def markdown(report: dict) -> str:
     if report["corpus"] == "synthetic":
         lines += [
             "",
-            "The synthetic corpus is procedurally generated speech-like audio: "
-            "these numbers show that the pipeline learns, not how well it "
-            "recognises emotion in real speech.",
+            (
+                "The synthetic corpus is procedurally generated speech-like audio: "
+                "these numbers show that the pipeline learns, not how well it "
+                "recognises emotion in real speech."
+            ),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _save(directory: str, report: dict, text: str) -> None:
+    with open(os.path.join(directory, REPORT_JSON), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(directory, REPORT_MD), "w") as f:
+        f.write(text)
 
 
 def write(
     workdir: str, corpus: str, protocol: str, rows: list[dict], to_disk: bool = True
 ) -> dict:
-    """Writes report.json and report.md into `workdir` and returns the report."""
+    """Writes report.json and report.md into `workdir` and returns the report.
+
+    `markdown` of the returned report is the report.md written.
+    """
     report = {
         "schema_version": SCHEMA_VERSION,
         "corpus": corpus,
         "protocol": protocol,
         "rows": rows,
     }
-    if not to_disk:
-        return report
-    with open(os.path.join(workdir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(markdown(report))
+    if to_disk:
+        _save(workdir, report, markdown(report))
     return report
 
 
-def merge(workdirs: list[str]) -> dict:
-    """One report from the report.json of several workdirs (same corpus)."""
-    reports = []
-    for d in workdirs:
-        path = os.path.join(d, "report.json")
+def merge(paths: list[str]) -> tuple[dict, list[tuple[str, str]]]:
+    """One report from the report.json of several workdirs (same corpus).
+
+    Made for a shell glob over a folder of workdirs, which also matches what
+    an earlier merge wrote there: a path that is a file, or a folder whose
+    report.json is itself a merge, is passed over rather than read, so no row
+    counts twice.
+
+    Args:
+      paths: workdirs of `python -m cpcjax.main` runs.
+
+    Returns:
+      (the merged report, (path, why) of every input passed over).
+
+    Raises:
+      FileNotFoundError: a path that does not exist or holds no report.json.
+      ValueError: reports of different corpora, or none left to merge.
+    """
+    reports, skipped = [], []
+    for d in paths:
+        if os.path.isfile(d):
+            skipped.append((d, "a file, not a workdir"))
+            continue
+        path = os.path.join(d, REPORT_JSON)
         if not os.path.exists(path):
             raise FileNotFoundError(
                 f"{path} does not exist: run cpcjax.main with --workdir={d} first"
             )
         with open(path) as f:
-            reports.append(json.load(f))
-    corpora = {r["corpus"] for r in reports}
+            report = json.load(f)
+        if MERGED_FROM in report:
+            skipped.append((d, f"its {REPORT_JSON} is a merge of other workdirs"))
+            continue
+        reports.append((d, report))
+    if not reports:
+        raise ValueError(f"no workdir among {', '.join(paths)} to merge")
+    corpora = {r["corpus"] for _, r in reports}
     if len(corpora) != 1:
         raise ValueError(
             f"the workdirs hold different corpora ({', '.join(sorted(corpora))}); "
             f"merge one corpus at a time"
         )
-    return {
+    merged = {
         "schema_version": SCHEMA_VERSION,
         "corpus": corpora.pop(),
-        "protocol": reports[0]["protocol"],
-        "rows": [row for r in reports for row in r["rows"]],
+        "protocol": reports[0][1]["protocol"],
+        "rows": [row for _, r in reports for row in r["rows"]],
+        MERGED_FROM: [d for d, _ in reports],
     }
+    return merged, skipped
 
 
 def main(argv: list[str]) -> int:
@@ -234,19 +279,25 @@ def main(argv: list[str]) -> int:
             "usage: python -m cpcjax.report DIR [DIR ...] [--out=DIR]", file=sys.stderr
         )
         return 2
+    if out and os.path.exists(os.path.join(out, CONFIG_FILE)):
+        print(
+            f"error: --out={out} is the workdir of a run, whose {REPORT_JSON} is its "
+            f"own; write the merge to another folder",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        merged = merge(args)
+        merged, skipped = merge(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for path, why in skipped:
+        print(f"report: skipped {path}: {why}", file=sys.stderr)
     text = markdown(merged)
     print(text)
     if out:
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "report.json"), "w") as f:
-            json.dump(merged, f, indent=2)
-        with open(os.path.join(out, "report.md"), "w") as f:
-            f.write(text)
+        _save(out, merged, text)
     return 0
 
 

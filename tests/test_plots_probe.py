@@ -7,17 +7,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import make_source
 from PIL import Image
 
-from conftest import make_source
 from cpcjax import config as config_lib
 from cpcjax import plots, probe
+from cpcjax import workdir as workdir_lib
 from cpcjax.data import pipeline
-from cpcjax.train import sharding, state as state_lib
+from cpcjax.models import build
+from cpcjax.train import sharding
 
 
 def tiny_config():
-    c = config_lib.method_config("pre_cpc", "synthetic")
+    c = config_lib.load("pre_cpc:synthetic")
     c.model.channels = 16
     c.model.context_hidden = 16
     c.finetune.buckets = (1.0,)
@@ -63,7 +65,7 @@ def test_linear_probe_finds_nothing_in_noise():
 @pytest.fixture(scope="module")
 def tiny_cpc():
     c = tiny_config()
-    model = state_lib.cpc_model(c)
+    model = build.cpc_model(c)
     params = model.init(jax.random.key(0), jnp.zeros((1, 3200)), jnp.array([3200]))[
         "params"
     ]
@@ -98,7 +100,7 @@ def test_utterance_embeddings_are_mean_context_independent_of_batching(tiny_cpc)
     )
 
     # The mean over exactly the valid frames of the unpadded utterance.
-    model = state_lib.cpc_model(c)
+    model = build.cpc_model(c)
     wav = utts.audio(5)[None]
     _, ctx, _ = model.apply({"params": params}, wav, method="encode")
     np.testing.assert_allclose(np.asarray(ctx[0]).mean(axis=0), emb[5], atol=1e-5)
@@ -179,11 +181,11 @@ def test_training_curves_draws_pretrain_and_finetune_panels(tmp_path):
     # 6 panels: 3 columns x 2 rows of 3.6 x 3.0 in, plus 0.6 in for the legend.
     assert _png_size(out) == (round(3 * 3.6 * 50), round((2 * 3.0 + 0.6) * 50))
 
-    runs = plots._find_runs(str(tmp_path))
+    runs = workdir_lib.find_stages(str(tmp_path))
     assert [(r["kind"], r["method"], r["result"] is not None) for r in runs] == [
-        ("finetune", "preCPC", True),
-        ("finetune", "preCPC", True),
-        ("pretrain", "preCPC", False),
+        ("finetune", "pre_cpc", True),
+        ("finetune", "pre_cpc", True),
+        ("pretrain", "pre_cpc", False),
     ]
 
 

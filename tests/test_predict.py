@@ -1,8 +1,9 @@
-"""The prediction CLI on a tiny trained workdir: golden numbers, resampling,
-chunking, bad files and bad workdirs."""
+"""Inference and the prediction CLI on a tiny trained workdir: golden numbers,
+resampling, chunking, folders, bad files and bad workdirs."""
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -13,34 +14,11 @@ import pytest
 import soundfile as sf
 import soxr
 
-from cpcjax import config as config_lib
-from cpcjax import experiment, predict
+from cpcjax import experiment, inference, predict, report
+from cpcjax import workdir as workdir_lib
 from cpcjax.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ",".join(
-    [
-        "synthetic",
-        "seeds=1",
-        "folds=(1,)",
-        "synthetic.emotion_utterances_per_speaker=6",
-        "synthetic.unlabeled_speakers=4",
-        "synthetic.unlabeled_utterances_per_speaker=3",
-        "model.channels=16",
-        "model.context_hidden=16",
-        "model.d_model=16",
-        "model.mlp_hidden=16",
-        "model.num_negatives=8",
-        "model.predict_steps=4",
-        "pretrain.window=5120",
-        "finetune.num_steps=4",
-        "finetune.checkpoint_every=2",
-        "finetune.log_every=1",
-        "finetune.batch_size=8",
-        "finetune.eval_batch_size=8",
-        "finetune.buckets=(1.0,)",
-    ]
-)
 RUN = os.path.join("finetune", "fold1", "seed0")
 RATE = 16000
 # Four steps leave the model's predictions about 1e-3 apart from utterance to
@@ -49,14 +27,19 @@ ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(workdir, result.json, {test utterance name: float waveform})."""
-    c = config_lib.method_config("sup", TINY)
+def finished(tmp_path_factory, tiny_config):
+    """(config, workdir, the report experiment.run returned) of a tiny Sup run."""
+    c = tiny_config("sup")
     c.data_dir = str(tmp_path_factory.mktemp("data"))
     workdir = str(tmp_path_factory.mktemp("workdir"))
-    experiment.run(c, workdir)
-    with open(os.path.join(workdir, RUN, "result.json")) as f:
-        result = json.load(f)
+    return c, workdir, experiment.run(c, workdir)
+
+
+@pytest.fixture(scope="module")
+def trained(finished):
+    """(workdir, result.json, {test utterance name: float waveform})."""
+    c, workdir, _ = finished
+    result = workdir_lib.read_result(os.path.join(workdir, RUN))
     emo = sources.emotion_corpus(c)
     row = {name: i for i, name in enumerate(emo.names)}
     audio = {name: emo.audio(row[name]) for name in result["test"]["names"]}
@@ -78,9 +61,24 @@ def _preds(rows):
     return np.array([[r["activation"], r["valence"], r["dominance"]] for r in rows])
 
 
+def test_the_returned_report_is_the_one_written(finished):
+    _, workdir, returned = finished
+    with open(os.path.join(workdir, workdir_lib.REPORT_MD)) as f:
+        assert report.markdown(returned) == f.read()
+    with open(os.path.join(workdir, workdir_lib.REPORT_JSON)) as f:
+        assert json.load(f) == returned
+
+
+def test_the_cli_module_reexports_the_library():
+    for name in predict.__all__:
+        assert getattr(predict, name) is getattr(
+            inference if hasattr(inference, name) else workdir_lib, name
+        )
+
+
 def test_predictions_match_the_runs_test_predictions(trained, test_folder):
     workdir, result, _ = trained
-    rows, errors = predict.predict_files(workdir, [test_folder])
+    rows, errors = inference.predict_files(workdir, [test_folder])
     assert errors == []
     names = [os.path.basename(r["file"])[: -len(".wav")] for r in rows]
     assert names == sorted(result["test"]["names"])  # folders are read in sorted order
@@ -89,7 +87,7 @@ def test_predictions_match_the_runs_test_predictions(trained, test_folder):
         _preds(rows), np.asarray(result["test"]["preds"])[order], atol=ATOL
     )
     assert all(r["chunks"] == 1 for r in rows)
-    info = predict.load(workdir).info
+    info = inference.load(workdir).info
     assert info["run"] == RUN and "highest dev CCC avg" in info["chosen"]
 
 
@@ -97,13 +95,13 @@ def test_runs_without_model_selection_restore_their_latest_checkpoint(
     trained, test_folder, tmp_path
 ):
     workdir, _, _ = trained
-    rows, _ = predict.predict_files(workdir, [test_folder])
+    rows, _ = inference.predict_files(workdir, [test_folder])
     older = tmp_path / "workdir"
     shutil.copytree(workdir, older)
     # As a run without a dev split leaves it; its last step is the selected one here.
     os.remove(older / RUN / "best.json")
     shutil.rmtree(older / RUN / "best")
-    predictor = predict.load(str(older), run=RUN)
+    predictor = inference.load(str(older), run=RUN)
     assert predictor.info["params"] == "latest checkpoint, step 4"
     assert predictor.info["chosen"] == "the run asked for"
     np.testing.assert_allclose(
@@ -120,7 +118,7 @@ def test_44khz_stereo_predicts_like_the_16khz_mono_original(trained, tmp_path):
     sf.write(
         tmp_path / "stereo.wav", np.stack([wide, wide], axis=1), 44100, subtype="FLOAT"
     )
-    rows, errors = predict.predict_files(
+    rows, errors = inference.predict_files(
         workdir, [str(tmp_path / "mono.wav"), str(tmp_path / "stereo.wav")]
     )
     assert errors == []
@@ -145,10 +143,10 @@ def test_long_files_are_chunked_and_averaged_by_length(trained, tmp_path):
     for i, chunk in enumerate(chunks):
         sf.write(tmp_path / f"chunk{i}.wav", chunk, RATE, subtype="FLOAT")
 
-    rows, errors = predict.predict_files(
+    rows, errors = inference.predict_files(
         workdir, [str(tmp_path / "long.wav")], max_seconds=1.0
     )
-    parts, _ = predict.predict_files(
+    parts, _ = inference.predict_files(
         workdir,
         [str(tmp_path / f"chunk{i}.wav") for i in range(len(chunks))],
         max_seconds=1.0,
@@ -160,7 +158,7 @@ def test_long_files_are_chunked_and_averaged_by_length(trained, tmp_path):
     np.testing.assert_allclose(
         _preds(rows)[0], weights @ _preds(parts) / weights.sum(), atol=ATOL
     )
-    whole, _ = predict.predict_files(workdir, [str(tmp_path / "long.wav")])
+    whole, _ = inference.predict_files(workdir, [str(tmp_path / "long.wav")])
     assert whole[0]["chunks"] == 1  # under the default 16 s
     # Read whole, it is another input: the chunks' mean is not the same number.
     assert np.abs(_preds(whole)[0] - _preds(rows)[0]).max() > 3 * ATOL
@@ -170,14 +168,52 @@ def test_attention_weights_cover_the_frames_and_sum_to_one(trained, test_folder)
     workdir, result, audio = trained
     name = result["test"]["names"][0]
     path = os.path.join(test_folder, f"{name}.wav")
-    step, weights = predict.attention_weights(workdir, path)
+    step, weights = inference.attention_weights(workdir, path)
     assert step == 0.01
     assert abs(len(weights) - len(audio[name]) / 160) <= 1
     assert np.all(weights >= 0) and weights.sum() == pytest.approx(1.0, abs=1e-4)
-    _, chunked = predict.attention_weights(workdir, path, max_seconds=1.0)
+    _, chunked = inference.attention_weights(workdir, path, max_seconds=1.0)
     assert abs(len(chunked) - len(weights)) <= 2 and chunked.sum() == pytest.approx(
         1.0, abs=1e-4
     )
+
+
+MP3 = "MP3" in sf.available_formats()
+
+
+@pytest.fixture
+def mixed_folder(trained, tmp_path):
+    """A folder of one utterance as mp3, and files no folder search reads."""
+    _, result, audio = trained
+    folder = tmp_path / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    if MP3:
+        sf.write(folder / "sub" / "a.mp3", audio[result["test"]["names"][0]], RATE)
+    else:  # a libsndfile before 1.1 neither writes nor reads it
+        (folder / "sub" / "a.mp3").write_bytes(b"ID3" + b"\0" * 100)
+    (folder / "notes.txt").write_text("not audio")
+    (folder / "b.m4a").write_bytes(b"\0" * 100)
+    return folder
+
+
+def test_folders_read_mp3_and_name_the_files_they_pass_over(
+    trained, mixed_folder, caplog
+):
+    workdir, result, audio = trained
+    with caplog.at_level(logging.WARNING, logger="cpcjax.inference"):
+        rows, errors = inference.predict_files(workdir, [str(mixed_folder)])
+    assert errors == []
+    (note,) = [r.getMessage() for r in caplog.records]
+    skipped = [str(mixed_folder / "b.m4a"), str(mixed_folder / "notes.txt")]
+    if MP3:
+        assert [r["file"] for r in rows] == [str(mixed_folder / "sub" / "a.mp3")]
+        seconds = len(audio[result["test"]["names"][0]]) / RATE
+        assert rows[0]["seconds"] == pytest.approx(seconds, abs=0.01)
+    else:
+        assert rows == []
+        skipped.insert(1, str(mixed_folder / "sub" / "a.mp3"))
+    assert note.startswith(f"skipped {len(skipped)} file(s) in the folders")
+    assert ": " + ", ".join(skipped) + " (" in note
 
 
 def _cli(args, cwd=ROOT):
@@ -192,7 +228,9 @@ def _cli(args, cwd=ROOT):
     )
 
 
-def test_cli_reports_bad_files_and_writes_the_good_ones(trained, test_folder, tmp_path):
+def test_cli_reports_bad_files_and_writes_the_good_ones(
+    trained, test_folder, mixed_folder, tmp_path
+):
     workdir, result, _ = trained
     good = os.path.join(test_folder, f"{result['test']['names'][0]}.wav")
     missing = str(tmp_path / "missing.wav")
@@ -210,6 +248,7 @@ def test_cli_reports_bad_files_and_writes_the_good_ones(trained, test_folder, tm
             str(empty),
             good,
             str(corrupt),
+            str(mixed_folder),
         ]
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -222,14 +261,26 @@ def test_cli_reports_bad_files_and_writes_the_good_ones(trained, test_folder, tm
     )
     assert f"run {RUN} of" in proc.stderr and "highest dev CCC avg" in proc.stderr
     assert os.path.basename(good) in proc.stdout
+    notes = [l for l in proc.stderr.splitlines() if "skipped" in l]
+    assert len(notes) == 1 and "in the folders that are not .wav" in notes[0]
+    assert "notes.txt" in notes[0] and "b.m4a" in notes[0]
+    predicted = [good] + ([str(mixed_folder / "sub" / "a.mp3")] if MP3 else [])
 
     with open(f"{out}.csv") as f:
         table = list(csv.DictReader(f))
     with open(f"{out}.json") as f:
         saved = json.load(f)
+    assert list(table[0]) == [
+        "file",
+        "seconds",
+        "activation",
+        "valence",
+        "dominance",
+        "chunks",
+    ]
     assert (
         [r["file"] for r in table]
-        == [good]
+        == predicted
         == [r["file"] for r in saved["predictions"]]
     )
     assert [e["file"] for e in saved["errors"]] == [missing, str(empty), str(corrupt)]
@@ -237,8 +288,10 @@ def test_cli_reports_bad_files_and_writes_the_good_ones(trained, test_folder, tm
     assert saved["label_scale"]["range"] == [1, 5]
     assert saved["label_scale"]["mean"] == result["label_mean"]
     # One device in the CLI, eight here: the same numbers.
-    rows, _ = predict.predict_files(workdir, [good])
-    np.testing.assert_allclose(_preds(saved["predictions"]), _preds(rows), atol=ATOL)
+    rows, _ = inference.predict_files(workdir, [good])
+    np.testing.assert_allclose(
+        _preds(saved["predictions"][:1]), _preds(rows), atol=ATOL
+    )
     np.testing.assert_allclose(
         float(table[0]["valence"]), rows[0]["valence"], atol=ATOL
     )
@@ -260,35 +313,3 @@ def test_cli_refuses_a_workdir_without_a_finished_run(trained, tmp_path, content
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert ("no config.json" if contents == "nothing" else "no finished") in lines[0]
     assert not (tmp_path / "p.csv").exists()
-
-
-def test_demo_workdirs_default_to_the_last_method_and_runs_to_the_best_dev(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"methods": ["sup", "pre_cpc"]}))
-    for method in ("sup", "pre_cpc"):
-        (tmp_path / method).mkdir()
-        (tmp_path / method / "config.json").write_text(json.dumps({"method": method}))
-    for run, avg in (
-        ("fold1/seed0", 0.2),
-        ("fold2/seed0", 0.5),
-        ("fold2/seed1", float("nan")),
-        ("fold3/seed0", 0.5),
-    ):
-        d = tmp_path / "pre_cpc" / "finetune" / run
-        d.mkdir(parents=True)
-        (d / "result.json").write_text(json.dumps({"dev": {"ccc": {"avg": avg}}}))
-    (tmp_path / "pre_cpc" / "finetune" / "fold4" / "seed0").mkdir(
-        parents=True
-    )  # unfinished
-
-    method_dir, config = predict.method_workdir(str(tmp_path))
-    assert method_dir == str(tmp_path / "pre_cpc") and config["method"] == "pre_cpc"
-    assert predict.method_workdir(str(tmp_path), "sup")[0] == str(tmp_path / "sup")
-    with pytest.raises(predict.WorkdirError, match="not 'joint_cpc'"):
-        predict.method_workdir(str(tmp_path), "joint_cpc")
-    run, _, why = predict.choose_run(method_dir)
-    assert run == os.path.join("finetune", "fold2", "seed0")  # the first of the best
-    assert "0.5000" in why and "of 4 finished runs" in why
-    with pytest.raises(predict.WorkdirError, match="not a finished run"):
-        predict.choose_run(method_dir, "finetune/fold4/seed0")
-    with pytest.raises(predict.WorkdirError, match="no finished"):
-        predict.choose_run(str(tmp_path / "sup"))

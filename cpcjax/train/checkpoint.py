@@ -9,9 +9,9 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from cpcjax import workdir as workdir_lib
+
 ITEM = "state"
-BEST_FILE = "best.json"  # {"step", "value"[, "stopped_at"]} of model selection
-BEST_DIR = "best"  # the params of that step
 
 
 def _abstract(tree):
@@ -112,7 +112,7 @@ def restore_params(
 
 def read_best(workdir: str) -> dict:
     """{"step", "value"[, "stopped_at"]} of the best dev evaluation of a run so far."""
-    path = os.path.join(workdir, BEST_FILE)
+    path = os.path.join(workdir, workdir_lib.BEST_FILE)
     if not os.path.exists(path):
         return {"step": 0, "value": -math.inf}
     with open(path) as f:
@@ -120,7 +120,7 @@ def read_best(workdir: str) -> dict:
 
 
 def write_best(workdir: str, best: dict) -> None:
-    with open(os.path.join(workdir, BEST_FILE), "w") as f:
+    with open(os.path.join(workdir, workdir_lib.BEST_FILE), "w") as f:
         json.dump(best, f)
 
 
@@ -129,7 +129,7 @@ def restore_best_params(workdir: str, params_like):
     best = read_best(workdir)
     if not best["step"]:
         return None
-    ckpts = Checkpoints(os.path.join(workdir, BEST_DIR), keep=1)
+    ckpts = Checkpoints(workdir_lib.best_dir(workdir), keep=1)
     try:
         return ckpts.restore(best["step"], params_like)
     finally:
