@@ -39,12 +39,11 @@ A workdir without a config or a finished run exits with 2.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import flags
 
+from cpcjax import cli
 from cpcjax.inference import (
     DIMENSION_COLUMNS,
     MAX_SECONDS,
@@ -74,18 +73,14 @@ __all__ = [
 
 
 def main(argv) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # Orbax warns about every read-only restore; the user asked for predictions.
-    absl_logging.set_verbosity(absl_logging.ERROR)
     opts = flags.FLAGS
     paths = argv[1:]
     if not paths:
-        print(
-            "error: no audio files or folders given (usage: python -m cpcjax.predict "
-            "--workdir=DIR FILE_OR_FOLDER ...)",
-            file=sys.stderr,
+        cli.fail(
+            "no audio files or folders given (usage: python -m cpcjax.predict "
+            "--workdir=DIR FILE_OR_FOLDER ...)"
         )
-        sys.exit(2)
+    cli.setup_logging()
     # The library's warnings (files a folder search passed over) are the
     # user's to see; its info lines repeat what this command prints.
     handler = logging.StreamHandler(sys.stderr)
@@ -144,4 +139,4 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.run(main, doc=__doc__)

@@ -16,8 +16,9 @@ import os
 import sys
 
 import numpy as np
+from absl import flags
 
-from cpcjax import evaluate
+from cpcjax import cli, evaluate
 from cpcjax.config import METHOD_NAMES
 from cpcjax.constants import DIMENSIONS
 from cpcjax.workdir import CONFIG_FILE, REPORT_JSON, REPORT_MD
@@ -271,14 +272,17 @@ def merge(paths: list[str]) -> tuple[dict, list[tuple[str, str]]]:
     return merged, skipped
 
 
-def main(argv: list[str]) -> int:
-    args = [a for a in argv if not a.startswith("--out=")]
-    out = next((a.split("=", 1)[1] for a in argv if a.startswith("--out=")), None)
-    if not args:
+def run(workdirs: list[str], out: str | None = None) -> int:
+    """Merges the reports of `workdirs`, prints the table, and writes it to
+    `out` when given; returns the exit code."""
+    if not workdirs:
         print(
-            "usage: python -m cpcjax.report DIR [DIR ...] [--out=DIR]", file=sys.stderr
+            "error: no workdirs given (usage: python -m cpcjax.report DIR [DIR ...] "
+            "[--out=DIR])",
+            file=sys.stderr,
         )
         return 2
+    args = workdirs
     if out and os.path.exists(os.path.join(out, CONFIG_FILE)):
         print(
             f"error: --out={out} is the workdir of a run, whose {REPORT_JSON} is its "
@@ -301,5 +305,12 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def main(argv: list[str]) -> None:
+    sys.exit(run(argv[1:], flags.FLAGS.out))
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    flags.DEFINE_string(
+        "out", None, "Folder for the merged report.json and report.md (optional)."
+    )
+    cli.run(main, doc=__doc__)

@@ -91,12 +91,12 @@ def test_demo_writes_the_four_row_table(tmp_path, data_dir, run_main):
     from cpcjax import report as report_lib
 
     merged_dir = tmp_path / "merged"
-    assert report_lib.main([str(tmp_path), str(tmp_path), f"--out={merged_dir}"]) == 0
+    assert report_lib.run([str(tmp_path), str(tmp_path)], out=str(merged_dir)) == 0
     merged = json.loads((merged_dir / "report.json").read_text())
     assert len(merged["rows"]) == 8
     as_iemocap = report_lib.markdown({**report, "corpus": "iemocap"})
     assert "| preCPC (paper) | 0.731 ± 0.003 | 0.752 ± 0.014 |" in as_iemocap
-    assert report_lib.main([str(tmp_path / "nowhere")]) == 2
+    assert report_lib.run([str(tmp_path / "nowhere")]) == 2
 
 
 def test_an_unprepared_corpus_fails_in_one_clear_line(tmp_path, data_dir, run_main):

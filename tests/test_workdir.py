@@ -173,8 +173,15 @@ def test_report_reruns_over_a_glob_of_its_own_output(tmp_path, capsys):
     def merge_glob():
         # What `python -m cpcjax.report runs/iemocap/* --out=runs/iemocap` gets.
         argv = sorted(glob.glob(str(runs / "*"))) + [f"--out={runs}"]
-        assert report.main(argv) == 0
-        return (runs / "report.md").read_text(), capsys.readouterr().err
+        proc = subprocess.run(
+            [sys.executable, "-m", "cpcjax.report", *argv],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == (runs / "report.md").read_text().strip()
+        return (runs / "report.md").read_text(), proc.stderr
 
     first, err = merge_glob()
     assert err == ""
@@ -191,7 +198,7 @@ def test_report_reruns_over_a_glob_of_its_own_output(tmp_path, capsys):
 
     # A folder holding a merge is passed over too: its rows are in the inputs.
     other = tmp_path / "other"
-    assert report.main([str(runs), str(runs / "sup"), f"--out={other}"]) == 0
+    assert report.run([str(runs), str(runs / "sup")], out=str(other)) == 0
     err = capsys.readouterr().err
     assert (
         err == f"report: skipped {runs}: its report.json is a merge of other workdirs\n"
@@ -200,6 +207,6 @@ def test_report_reruns_over_a_glob_of_its_own_output(tmp_path, capsys):
         r["method"] for r in json.loads((other / "report.json").read_text())["rows"]
     ] == ["Sup"]
     # A run's own workdir is never overwritten with a merge.
-    assert report.main([str(runs / "pre_cpc"), f"--out={runs / 'sup'}"]) == 2
+    assert report.run([str(runs / "pre_cpc")], out=str(runs / "sup")) == 2
     assert "is the workdir of a run" in capsys.readouterr().err
-    assert report.main([str(runs / "report.md")]) == 2  # nothing left to merge
+    assert report.run([str(runs / "report.md")]) == 2  # nothing left to merge
