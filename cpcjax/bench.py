@@ -260,7 +260,8 @@ def _reference_case(mesh, rng) -> None:
     """cpcjax's float32 CPC step and CPC_audio's, alternating on one batch."""
     import jax
 
-    from cpcjax import config as config_lib, experiment
+    from cpcjax import config as config_lib
+    from cpcjax.train.steps import Programs
 
     if jax.default_backend() != "cpu":
         raise app.UsageError(
@@ -276,7 +277,7 @@ def _reference_case(mesh, rng) -> None:
     wav = _wav(rng)
     argv = cpc_audio_args(config, _WINDOW.value)
     reference_step, info = cpc_audio_step(_REFERENCE_DIR.value, argv, wav)
-    programs = experiment.Programs.build(config, mesh)
+    programs = Programs.build(config, mesh)
     state, batch = _pretrain_inputs(programs, mesh, wav)
     timing = time_step(
         programs.cpc_step,
@@ -314,11 +315,11 @@ def _step_cases(config, mesh, rng, consumed: dict) -> None:
     import jax
     import numpy as np
 
-    from cpcjax import experiment
     from cpcjax.data import pipeline
     from cpcjax.train import sharding, state as state_lib
+    from cpcjax.train.steps import Programs
 
-    programs = experiment.Programs.build(config, mesh)
+    programs = Programs.build(config, mesh)
     device = jax.devices()[0]
     common = {
         "device": device.device_kind,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from cpcjax import losses
+from cpcjax.constants import DIMENSIONS
 from cpcjax.data import pipeline
 from cpcjax.train import sharding
-
-DIMENSIONS = ("act", "val", "dom")
 
 
 def map_split(

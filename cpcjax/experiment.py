@@ -19,7 +19,6 @@ last checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -32,14 +31,10 @@ import numpy as np
 from cpcjax import config as config_lib
 from cpcjax import evaluate, plots, probe, report
 from cpcjax.data import pipeline, protocols, sources
-from cpcjax.train import (
-    checkpoint,
-    finetune,
-    loop,
-    pretrain,
-    sharding,
-    state as state_lib,
-)
+from cpcjax.models import build
+from cpcjax.train import checkpoint, loop, sharding
+from cpcjax.train import state as state_lib
+from cpcjax.train.steps import Programs
 
 RESULT_FILE = "result.json"
 PLOTS_DIR = "plots"
@@ -61,47 +56,6 @@ RESIZABLE = (
     "analysis.plots",
 )
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Programs:
-    """Models, optimizers and jitted functions of a config.
-
-    Built once and reused by every fold and seed, so each program compiles
-    once per shape rather than once per run.
-    """
-
-    cpc: object
-    emotion: object
-    cpc_tx: object
-    emotion_tx: object
-    cpc_step: object
-    emotion_step: object
-    predict: object
-
-    @classmethod
-    def build(cls, config, mesh) -> "Programs":
-        rep = sharding.replicated(mesh)
-        cpc = state_lib.cpc_model(config)
-        emotion = state_lib.emotion_model(config)
-        frozen = state_lib.CPC_KEYS if config.finetune.freeze_cpc else ()
-        return cls(
-            cpc=cpc,
-            emotion=emotion,
-            cpc_tx=state_lib.optimizer(config.pretrain),
-            emotion_tx=state_lib.optimizer(config.finetune, frozen),
-            cpc_step=jax.jit(
-                pretrain.make_step(cpc, config.model),
-                out_shardings=(rep, rep),
-                donate_argnums=0,
-            ),
-            emotion_step=jax.jit(
-                finetune.make_step(emotion, config),
-                out_shardings=(rep, rep),
-                donate_argnums=0,
-            ),
-            predict=jax.jit(finetune.make_predict(emotion), out_shardings=rep),
-        )
 
 
 def main_process_first(fn, name: str):
@@ -255,9 +209,7 @@ def finetune_run(
         mesh,
     )
     if cpc_checkpoint is not None and _done_steps(workdir) == 0:
-        params = checkpoint.restore_params(
-            cpc_checkpoint, state.params, state_lib.CPC_KEYS
-        )
+        params = checkpoint.restore_params(cpc_checkpoint, state.params, build.CPC_KEYS)
         # Adam's moments are zeros of the params' shapes: no need to re-init.
         state = state.replace(params=params)
     dev = emo.subset(split["dev"])

@@ -20,12 +20,14 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
 from cpcjax import evaluate
+from cpcjax.constants import DIMENSIONS, FRAME_HOP
 from cpcjax.data import pipeline
-from cpcjax.train import checkpoint, sharding, state as state_lib
+from cpcjax.models import build
+from cpcjax.train import checkpoint, sharding
 
 # Fine-tuning checkpoints hold these too, so a probe can read a fine-tuned
 # encoder as well as a pretrained one.
-ENCODER_KEYS = state_lib.CPC_KEYS
+ENCODER_KEYS = build.CPC_KEYS
 DEFAULT_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
@@ -70,7 +72,7 @@ def utterance_embeddings(
     params = jax.device_put(
         {k: cpc_params[k] for k in ENCODER_KEYS}, sharding.replicated(mesh)
     )
-    embed = _embed_fn(state_lib.cpc_model(config), mesh)
+    embed = _embed_fn(build.cpc_model(config), mesh)
     return evaluate.map_split(
         lambda batch: embed(params, batch["wav"], batch["lengths"]),
         utts,
@@ -96,8 +98,8 @@ def load_cpc_params(checkpoint_dir: str, config, mesh=None) -> dict:
       {"encoder": ..., "context": ...} as replicated `jax.Array`s.
     """
     mesh = sharding.make_mesh() if mesh is None else mesh
-    model = state_lib.cpc_model(config)
-    wav = jax.ShapeDtypeStruct((1, pipeline.FRAME_HOP * 32), jnp.float32)
+    model = build.cpc_model(config)
+    wav = jax.ShapeDtypeStruct((1, FRAME_HOP * 32), jnp.float32)
     lengths = jax.ShapeDtypeStruct((1,), jnp.int32)
     shapes = jax.eval_shape(model.init, jax.random.key(0), wav, lengths)["params"]
     rep = sharding.replicated(mesh)
@@ -155,7 +157,7 @@ def linear_probe(
     for a in alphas:
         ridge = Ridge(alpha=a).fit(fit_x, train_y[fit])
         ccc = evaluate.corpus_ccc(ridge.predict(held_x), train_y[held])
-        scores.append([ccc[d] for d in evaluate.DIMENSIONS])
+        scores.append([ccc[d] for d in DIMENSIONS])
     best = np.asarray(alphas, np.float64)[np.argmax(np.asarray(scores), axis=0)]  # [3]
 
     scaler = StandardScaler().fit(train_x)
@@ -164,5 +166,5 @@ def linear_probe(
     preds = model.predict(scaler.transform(test_x)).astype(np.float32)  # [M, 3]
     out = evaluate.corpus_ccc(preds, test_y)
     out["preds"] = preds
-    out["alphas"] = {d: float(a) for d, a in zip(evaluate.DIMENSIONS, best)}
+    out["alphas"] = {d: float(a) for d, a in zip(DIMENSIONS, best)}
     return out

@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from cpcjax.losses import ccc, ccc_loss, info_nce
+from cpcjax.losses import ccc, ccc_loss, info_nce, sample_negatives
 
 
 def test_ccc_golden_values():
@@ -122,3 +123,47 @@ def test_info_nce_rejects_batch_not_divisible_by_group():
             jnp.array([4, 4, 4]),
             2,
         )
+
+
+def test_sample_negatives_draws_valid_frames_of_the_group_except_the_positive():
+    sample = jax.jit(sample_negatives, static_argnums=(2, 3, 4, 5))
+    frame_lens = jnp.array([10, 4, 7, 2, 9, 5])
+    batch, group, steps, frames, negatives = 6, 3, 3, 10, 64
+    rng = jax.random.key(0)
+    idx = sample(rng, frame_lens, frames, steps, negatives, group)
+    assert idx.shape == (batch, frames, steps, negatives) and idx.dtype == jnp.int32
+    idx = np.asarray(idx)
+    assert idx.min() >= 0 and idx.max() < group * frames
+    lens = np.asarray(frame_lens)
+    first = (np.arange(batch) // group * group)[:, None, None, None]
+    utt, frame = idx // frames, idx % frames
+    assert np.all(frame < lens[first + utt])
+    for b in range(batch):
+        group_lens = lens[b // group * group :][:group]
+        pool = {j * frames + t for j in range(group) for t in range(group_lens[j])}
+        assert set(idx[b].ravel()) == pool
+        for t in range(frames):
+            for k in range(1, steps + 1):
+                if t + k < lens[b]:
+                    assert (b % group) * frames + t + k not in idx[b, t, k - 1]
+    again = sample(rng, frame_lens, frames, steps, negatives, group)
+    np.testing.assert_array_equal(idx, again)
+    other = sample(jax.random.key(1), frame_lens, frames, steps, negatives, group)
+    assert np.any(idx != np.asarray(other))
+
+
+def test_sample_negatives_does_not_depend_on_sharding():
+    frame_lens = jnp.array([10, 4, 7, 2, 9, 5, 8, 3])
+    rng = jax.random.key(3)
+    want = sample_negatives(rng, frame_lens, 10, 2, 5, 4)
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    got = jax.jit(sample_negatives, static_argnums=(2, 3, 4, 5), out_shardings=sharded)(
+        rng, jax.device_put(frame_lens, sharded), 10, 2, 5, 4
+    )
+    np.testing.assert_array_equal(want, got)
+
+
+def test_sample_negatives_rejects_batch_not_divisible_by_group():
+    with pytest.raises(ValueError, match="model.negatives_group_size"):
+        sample_negatives(jax.random.key(0), jnp.array([4, 4, 4]), 4, 1, 2, 2)

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from cpcjax.constants import FRAME_HOP
 from cpcjax.models.context import Context
-from cpcjax.models.cpc import CPC, sample_negatives
+from cpcjax.models.cpc import CPC
 from cpcjax.models.encoder import ChannelNorm, Encoder, frame_lengths
 from cpcjax.models.recognizer import EmotionModel
 
@@ -42,7 +42,8 @@ def test_frame_lengths_matches_layer_by_layer_loop():
     expected = [_reference_frame_lengths(n) for n in samples]
     assert frame_lengths(20480) == 128
     assert [frame_lengths(n) for n in samples] == expected
-    assert all(frame_lengths(160 * k) == k for k in (2, 7, 31, 100))
+    # Every stage converts frames and seconds through FRAME_HOP.
+    assert all(frame_lengths(FRAME_HOP * k) == k for k in (2, 7, 31, 100))
     np.testing.assert_array_equal(frame_lengths(np.array(samples)), expected)
     np.testing.assert_array_equal(frame_lengths(jnp.array(samples)), expected)
 
@@ -126,50 +127,6 @@ def test_emotion_model_prediction_ignores_padding():
     assert not np.allclose(padded[0], padded[1])
     # An utterance with no valid frame must not poison the batch with NaN.
     assert np.all(np.isfinite(np.asarray(padded[2])))
-
-
-def test_sample_negatives_draws_valid_frames_of_the_group_except_the_positive():
-    sample = jax.jit(sample_negatives, static_argnums=(2, 3, 4, 5))
-    frame_lens = jnp.array([10, 4, 7, 2, 9, 5])
-    batch, group, steps, frames, negatives = 6, 3, 3, 10, 64
-    rng = jax.random.key(0)
-    idx = sample(rng, frame_lens, frames, steps, negatives, group)
-    assert idx.shape == (batch, frames, steps, negatives) and idx.dtype == jnp.int32
-    idx = np.asarray(idx)
-    assert idx.min() >= 0 and idx.max() < group * frames
-    lens = np.asarray(frame_lens)
-    first = (np.arange(batch) // group * group)[:, None, None, None]
-    utt, frame = idx // frames, idx % frames
-    assert np.all(frame < lens[first + utt])
-    for b in range(batch):
-        group_lens = lens[b // group * group :][:group]
-        pool = {j * frames + t for j in range(group) for t in range(group_lens[j])}
-        assert set(idx[b].ravel()) == pool
-        for t in range(frames):
-            for k in range(1, steps + 1):
-                if t + k < lens[b]:
-                    assert (b % group) * frames + t + k not in idx[b, t, k - 1]
-    again = sample(rng, frame_lens, frames, steps, negatives, group)
-    np.testing.assert_array_equal(idx, again)
-    other = sample(jax.random.key(1), frame_lens, frames, steps, negatives, group)
-    assert np.any(idx != np.asarray(other))
-
-
-def test_sample_negatives_does_not_depend_on_sharding():
-    frame_lens = jnp.array([10, 4, 7, 2, 9, 5, 8, 3])
-    rng = jax.random.key(3)
-    want = sample_negatives(rng, frame_lens, 10, 2, 5, 4)
-    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
-    sharded = NamedSharding(mesh, PartitionSpec("data"))
-    got = jax.jit(sample_negatives, static_argnums=(2, 3, 4, 5), out_shardings=sharded)(
-        rng, jax.device_put(frame_lens, sharded), 10, 2, 5, 4
-    )
-    np.testing.assert_array_equal(want, got)
-
-
-def test_sample_negatives_rejects_batch_not_divisible_by_group():
-    with pytest.raises(ValueError, match="model.negatives_group_size"):
-        sample_negatives(jax.random.key(0), jnp.array([4, 4, 4]), 4, 1, 2, 2)
 
 
 def test_param_trees_have_the_documented_top_level_keys():

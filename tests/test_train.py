@@ -9,7 +9,8 @@ import pytest
 from cpcjax import config as config_lib
 from cpcjax import experiment
 from cpcjax.data import pipeline, protocols
-from cpcjax.train import checkpoint, loop, sharding, state as state_lib
+from cpcjax.train import checkpoint, loop, sharding, steps
+from cpcjax.train import state as state_lib
 from test_main import TINY_RUN
 
 
@@ -23,7 +24,7 @@ def tiny_config(method="pre_cpc", **overrides):
 
 def _pretrain(c, utts, workdir, step_fn=None):
     mesh = sharding.make_mesh()
-    prog = experiment.Programs.build(c, mesh)
+    prog = steps.Programs.build(c, mesh)
     batches = pipeline.CropBatches(
         utts,
         c.pretrain.window,
@@ -85,7 +86,7 @@ def test_nan_stops_with_a_message_and_keeps_the_last_good_checkpoint(
 ):
     c = tiny_config()
     mesh = sharding.make_mesh()
-    prog = experiment.Programs.build(c, mesh)
+    prog = steps.Programs.build(c, mesh)
 
     def nan_from_step_3(state, batch, rng):
         state, metrics = prog.cpc_step(state, batch, rng)
@@ -110,7 +111,7 @@ def test_finetuning_starts_from_the_cpc_encoder(
     c = tiny_config(**{"finetune.freeze_cpc": freeze})
     pretrained, _ = _pretrain(c, unlabeled_utts, str(tmp_path / "pretrain"))
     mesh = sharding.make_mesh()
-    prog = experiment.Programs.build(c, mesh)
+    prog = steps.Programs.build(c, mesh)
     split = protocols.leave_one_session_out(labeled_utts.sessions, 1, 0.1, 0)
 
     seen = {}
@@ -171,7 +172,7 @@ def test_selection_keeps_the_best_dev_params_and_stops_early(tmp_path, unlabeled
         patience=2,
     )
     mesh = sharding.make_mesh()
-    prog = experiment.Programs.build(c, mesh)
+    prog = steps.Programs.build(c, mesh)
     batches = pipeline.CropBatches(
         unlabeled_utts, c.pretrain.window, 8, c.seed, slice(0, 8)
     )
@@ -243,7 +244,7 @@ def test_bfloat16_computes_in_bf16_keeps_fp32_state_and_tracks_fp32_loss():
     for dtype in ("float32", "bfloat16"):
         c = tiny_config(dtype=dtype, **{"pretrain.learning_rate": 2e-3})
         mesh = sharding.make_mesh()
-        prog = experiment.Programs.build(c, mesh)
+        prog = steps.Programs.build(c, mesh)
         batches = pipeline.CropBatches(_tones(), c.pretrain.window, 8, 0, slice(0, 8))
         state = state_lib.create_state(
             prog.cpc, prog.cpc_tx, jax.random.key(0), batches.batch(0), mesh

@@ -17,7 +17,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-SAMPLE_RATE = 16000
+from cpcjax.constants import SAMPLE_RATE
+
 # A file whose samples sit at full scale this often is clipped beyond use.
 CLIPPED_FRACTION = 0.01
 # Peak below this (about -80 dBFS) is digital silence.

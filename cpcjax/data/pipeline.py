@@ -22,9 +22,7 @@ import numpy as np
 import tqdm
 
 from cpcjax.config import ConfigError
-
-SAMPLE_RATE = 16000
-FRAME_HOP = 160  # samples per encoder frame
+from cpcjax.constants import FRAME_HOP, SAMPLE_RATE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
@@ -46,62 +45,6 @@ class PredictHeads(nn.Module):
         )
         c, kernel = promote_dtype(c, kernel, dtype=self.dtype)
         return jnp.einsum("bth,hkf->btkf", c, kernel)  # [B, T, K, features]
-
-
-def sample_negatives(rng, frame_lens, num_frames, num_steps, num_negatives, group_size):
-    """Draws negative frames for InfoNCE from each utterance's group.
-
-    The batch is cut into fixed groups of `group_size` consecutive utterances;
-    the frames of a group, flattened as j * num_frames + t, form the negative
-    pool. The draw depends only on `rng` and shapes, so the loss is the same
-    however many devices share the batch.
-
-    For every (b, t, k) and negative: an utterance j of b's group is chosen
-    uniformly, then a frame uniformly among its `frame_lens[j]` valid frames.
-    When j is b itself, b's positive frame t + k is left out. An utterance
-    with no valid frames yields index j * num_frames (a zero padding frame).
-
-    Args:
-        rng: PRNG key.
-        frame_lens: [B] int valid frames per utterance.
-        num_frames: T, frames per utterance in the batch (python int).
-        num_steps: K, prediction steps.
-        num_negatives: negatives per prediction (N - 1).
-        group_size: G, utterances sharing a negative pool; must divide B.
-
-    Returns:
-        neg_idx: [B, T, K, num_negatives] int32 indices into the G * T frames
-            of the utterance's group.
-
-    Raises:
-        ValueError: if B is not a multiple of `group_size`.
-    """
-    batch = frame_lens.shape[0]
-    if group_size < 1 or batch % group_size:
-        raise ValueError(
-            f"model.negatives_group_size: {group_size} must divide the batch "
-            f"size {batch}"
-        )
-    frame_lens = jnp.asarray(frame_lens, jnp.int32)
-    shape = (batch, num_frames, num_steps, num_negatives)
-    rng_utt, rng_frame = jax.random.split(rng)
-    member = jnp.arange(batch) % group_size  # [B] position within the group
-    first = jnp.arange(batch) - member  # [B] first utterance of the group
-    j = jax.random.randint(rng_utt, shape, 0, group_size)  # [B, T, K, N-1]
-    lens_j = frame_lens[first[:, None, None, None] + j]  # [B, T, K, N-1]
-    positive = (
-        jnp.arange(num_frames)[:, None] + jnp.arange(1, num_steps + 1)[None, :]
-    )  # [T, K]
-    own = j == member[:, None, None, None]
-    excluded = own & (positive[None, :, :, None] < lens_j)
-    choices = lens_j - excluded.astype(jnp.int32)
-    frame = jax.random.randint(rng_frame, shape, 0, jnp.maximum(choices, 1))
-    # Drawing from one frame fewer and stepping over the positive keeps the
-    # distribution uniform over the remaining frames.
-    frame = jnp.where(
-        excluded & (frame >= positive[None, :, :, None]), frame + 1, frame
-    )
-    return (j * num_frames + frame).astype(jnp.int32)
 
 
 class EncoderContext(nn.Module):

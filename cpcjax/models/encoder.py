@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-NORMS = ("none", "channel", "layer")
+NORMS = ("none", "channel", "layer")  # the values of config.model.norm
 
 KERNELS = (10, 8, 4, 4, 4)
-STRIDES = (5, 4, 2, 2, 2)
+STRIDES = (5, 4, 2, 2, 2)  # their product is constants.FRAME_HOP
 PADDINGS = (3, 2, 1, 1, 1)
 
 
@@ -83,7 +83,8 @@ class Encoder(nn.Module):
     Attributes:
         channels: output channels of every layer.
         kernels: kernel size per layer.
-        strides: stride per layer (product 160: 10 ms frames at 16 kHz).
+        strides: stride per layer; the default's product, `FRAME_HOP`, gives
+            10 ms frames at 16 kHz.
         paddings: symmetric zero padding per layer.
         norm: "none", "channel" (per-frame over channels) or "layer"
             (nn.LayerNorm over channels).

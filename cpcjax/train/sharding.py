@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from cpcjax.config import ConfigError
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 

@@ -1,4 +1,4 @@
-"""Models, optimizers and replicated train states built from a config."""
+"""Optimizers and replicated train states built from a config."""
 
 from __future__ import annotations
 
@@ -7,43 +7,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from cpcjax.models.cpc import CPC
-from cpcjax.models.recognizer import EmotionModel
 from cpcjax.train import sharding
-
-CPC_KEYS = ("encoder", "context")  # what fine-tuning takes from a CPC checkpoint
-
-
-def compute_dtype(config):
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
-
-
-def _encoder_fields(config) -> dict:
-    m = config.model
-    return dict(
-        channels=m.channels,
-        norm=m.norm,
-        context_hidden=m.context_hidden,
-        dtype=compute_dtype(config),
-    )
-
-
-def cpc_model(config) -> CPC:
-    return CPC(num_steps=config.model.predict_steps, **_encoder_fields(config))
-
-
-def emotion_model(config) -> EmotionModel:
-    m, f = config.model, config.finetune
-    return EmotionModel(
-        num_heads=m.attention_heads,
-        d_model=m.d_model,
-        mlp_hidden=m.mlp_hidden,
-        dropout=m.dropout,
-        num_steps=m.predict_steps,
-        with_predict_heads=f.cpc_weight > 0,
-        freeze_cpc=f.freeze_cpc,
-        **_encoder_fields(config),
-    )
 
 
 def optimizer(stage, frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
