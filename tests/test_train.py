@@ -1,23 +1,28 @@
-"""The training loop: resume, NaN guard, checkpoint handoff, frozen encoder."""
+"""The training loop: resume, NaN guard, checkpoint handoff, frozen encoder,
+and what a long run prints."""
 
+import io
 import json
+import logging
+import sys
 
+import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY_RUN
 
 from cpcjax import config as config_lib
 from cpcjax import experiment
 from cpcjax.data import pipeline, protocols
 from cpcjax.train import checkpoint, loop, sharding, steps
 from cpcjax.train import state as state_lib
-from test_main import TINY_RUN
 
 
 def tiny_config(method="pre_cpc", **overrides):
-    c = config_lib.method_config(method, ",".join(["synthetic", *TINY_RUN]))
-    c.pretrain.num_steps = 6
-    config_lib.apply_overrides(c, overrides)
+    c = config_lib.load(f"{method}:synthetic")
+    config_lib.set_fields(c, {**TINY_RUN, "pretrain.num_steps": 6, **overrides})
     config_lib.validate(c)
     return c
 
@@ -274,3 +279,126 @@ def test_bfloat16_computes_in_bf16_keeps_fp32_state_and_tracks_fp32_loss():
         f32 < 0.9 * losses["float32"][0]
     )  # it learned, so the comparison means something
     assert abs(bf16 - f32) / f32 < 0.01
+
+
+@flax.struct.dataclass
+class _Toy:
+    """A train state with nothing to compute: the loop's behaviour alone."""
+
+    step: jax.Array
+    params: dict
+
+
+def _toy_step(state, batch, rng):
+    state = state.replace(step=state.step + 1, params={"w": state.params["w"] + 1})
+    return state, {"loss": 1.0 / state.step}
+
+
+def _toy_train(workdir, num_steps=12, every=5):
+    state = _Toy(step=jnp.zeros((), jnp.int32), params={"w": jnp.zeros(2)})
+    return loop.train(
+        name="toy",
+        workdir=str(workdir),
+        state=state,
+        step_fn=_toy_step,
+        batches=lambda step: {"wav": np.zeros((8, 4), np.float32)},
+        mesh=sharding.make_mesh(),
+        num_steps=num_steps,
+        checkpoint_every=100,
+        log_every=1,
+        rng=jax.random.key(0),
+        selection=loop.Selection(
+            evaluate=lambda st: {"avg": 0.1 * int(st.step)}, every=every, key="avg"
+        ),
+    )
+
+
+@pytest.fixture
+def cpcjax_log():
+    """The messages of the `cpcjax` loggers, at INFO and above."""
+    messages = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    logger, handler = logging.getLogger("cpcjax"), Keep()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield messages
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+class _Clock:
+    """A clock that moves `tick` seconds each time it is read."""
+
+    def __init__(self, tick):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+
+def test_off_a_terminal_progress_is_plain_lines_with_the_dev_score(
+    tmp_path, cpcjax_log, capsys, monkeypatch
+):
+    # 10 s a step, a line every 30 s: lines at steps 4, 7 and 10 (the rate is
+    # measured from the end of step 1), and one more at the end.
+    monkeypatch.setattr(loop, "_now", _Clock(10.0))
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 30.0)
+    _toy_train(tmp_path)
+    progress = [m for m in cpcjax_log if "steps/s" in m]
+    assert progress == [
+        "toy: step 4/12, loss 0.2500, 0.10 steps/s, ETA 01:20",
+        "toy: step 7/12, loss 0.1429, dev_avg 0.500, 0.10 steps/s, ETA 00:50",
+        "toy: step 10/12, loss 0.1000, dev_avg 1.000, 0.10 steps/s, ETA 00:20",
+        "toy: step 12/12, loss 0.0833, dev_avg 1.200, 0.07 steps/s, ETA 00:00",
+    ]
+    assert "\r" not in capsys.readouterr().err
+
+
+def test_stage_messages_come_before_the_compile_and_each_dev_evaluation(
+    tmp_path, cpcjax_log
+):
+    _toy_train(tmp_path)
+    stages = [m for m in cpcjax_log if "steps/s" not in m]
+    assert stages == [
+        "toy: compiling the step for batch [8, 4] ...",
+        "toy: evaluating dev at step 5",
+        "toy: evaluating dev at step 10",
+        "toy: evaluating dev at step 12",
+    ]
+
+
+def test_on_a_terminal_the_bar_shows_the_loss_and_latest_dev_score(
+    tmp_path, cpcjax_log, monkeypatch
+):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    _toy_train(tmp_path, num_steps=6)
+    bar = terminal.getvalue()
+    assert "6/6" in bar and "loss=0.1667" in bar and "dev_avg=0.600" in bar
+    assert not [m for m in cpcjax_log if "steps/s" in m]
+
+
+def test_the_toy_loop_resumes_and_writes_every_row_once(tmp_path):
+    first = _toy_train(tmp_path, num_steps=6)
+    assert int(first.step) == 6
+    again = _toy_train(tmp_path, num_steps=12)
+    assert int(again.step) == 12
+    rows = _lines(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 13))
+    assert [(r["step"], r["dev_avg"]) for r in rows if "dev_avg" in r] == [
+        (5, 0.5),
+        (6, pytest.approx(0.6)),
+        (10, 1.0),
+        (12, pytest.approx(1.2)),
+    ]
+    np.testing.assert_array_equal(np.asarray(again.params["w"]), [12.0, 12.0])

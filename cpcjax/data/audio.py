@@ -11,7 +11,8 @@ import concurrent.futures
 import csv
 import os
 import re
-from typing import Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import soundfile as sf

@@ -16,7 +16,8 @@ Audio is stored as int16 and scaled to float32 in [-1, 1) here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import tqdm
@@ -46,9 +47,12 @@ class Utterances:
     def __len__(self) -> int:
         return len(self.records)
 
-    def subset(self, rows: np.ndarray) -> "Utterances":
+    def subset(self, rows: np.ndarray) -> Utterances:
         rows = np.asarray(rows, dtype=np.int64)
-        pick = lambda a: None if a is None else a[rows]
+
+        def pick(a):
+            return None if a is None else a[rows]
+
         return Utterances(
             source=self.source,
             records=self.records[rows],

@@ -1,31 +1,47 @@
 """The one training loop of pretraining, joint training and fine-tuning.
 
 A stage differs from another only in its step function, its batches and its
-initial state. The loop gives every stage the same progress bar (step/total,
-loss, ETA), metric writing (TensorBoard via clu, and `metrics.jsonl` with
-every step), a NaN guard, Orbax checkpoints and resume.
+initial state. The loop gives every stage the same progress report (step,
+loss, latest dev score, rate, ETA), metric writing (TensorBoard via clu, and
+`metrics.jsonl` with every step), a NaN guard, Orbax checkpoints and resume.
+
+`train` resumes a stage and runs its steps; `_Stage` keeps what lasts from
+one step to the next and does what each step calls for. Its parts each own
+their state: `_MetricsLog` (metrics on their way off the device),
+`_Selector` (the best dev score and early stopping) and `_Progress` (what
+the user sees).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import signal
 import sys
 import threading
-from typing import Any, Callable
+import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 import tqdm
 from clu import metric_writers
+from tqdm.contrib import logging as tqdm_logging
 
+from cpcjax import workdir as layout
 from cpcjax.train import checkpoint, sharding
 
-METRICS_FILE = "metrics.jsonl"
+# Off a terminal (nohup, a log file) a progress line is logged this often,
+# in place of a bar redrawn with carriage returns.
+PROGRESS_EVERY_S = 30.0
+log = logging.getLogger(__name__)
+_now = time.monotonic  # the progress report's clock; tests replace it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +91,301 @@ def _trim_metrics(path: str, last_step: int) -> None:
         f.writelines(lines)
 
 
+def _first_nonfinite(rows: list[dict]) -> int | None:
+    return next(
+        (i for i, r in enumerate(rows) if not all(map(math.isfinite, r.values()))),
+        None,
+    )
+
+
+class _MetricsLog:
+    """Step metrics on their way from the device to metrics.jsonl and TensorBoard.
+
+    Metrics stay on the device until `flush`, so the host waits for them once
+    every `log_every` steps rather than after every step.
+    """
+
+    def __init__(self, name: str, path: str, writer, is_main: bool):
+        self.name = name
+        self.path = path
+        self.writer = writer
+        self.is_main = is_main
+        self.pending: list[tuple[int, dict]] = []
+
+    def add(self, step: int, metrics: dict) -> None:
+        self.pending.append((step, metrics))
+
+    def _append(self, rows: list[dict]) -> None:
+        if self.is_main and rows:
+            with open(self.path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+
+    def flush(self) -> tuple[dict[str, float], dict | None]:
+        """Fetches the pending metrics and writes them.
+
+        Returns:
+          The mean of each metric over the fetched steps, and None; or, when
+          a value is NaN or infinite, no means and the first such row: the
+          rows before it are written, it and the later ones are not.
+        """
+        if not self.pending:
+            return {}, None
+        fetched = jax.device_get([m for _, m in self.pending])
+        rows = [
+            {"step": s, **{k: float(v) for k, v in m.items()}}
+            for (s, _), m in zip(self.pending, fetched)
+        ]
+        self.pending.clear()
+        bad_at = _first_nonfinite(rows)
+        self._append(rows[:bad_at])
+        if bad_at is not None:
+            return {}, rows[bad_at]
+        means = {
+            k: float(np.mean([r[k] for r in rows])) for k in rows[-1] if k != "step"
+        }
+        self.writer.write_scalars(
+            rows[-1]["step"], {f"{self.name}/{k}": v for k, v in means.items()}
+        )
+        return means, None
+
+    def record(self, step: int, values: dict[str, float]) -> None:
+        """Writes one row of host-side values (dev scores) at once."""
+        self._append([{"step": step, **{k: float(v) for k, v in values.items()}}])
+        self.writer.write_scalars(
+            step, {f"{self.name}/{k}": v for k, v in values.items()}
+        )
+
+
+class _Selector:
+    """The best dev evaluation so far: its params in `best/`, and early stopping."""
+
+    def __init__(self, name: str, selection: Selection, workdir: str, best: dict):
+        self.name = name
+        self.selection = selection
+        self.workdir = workdir
+        self.best = best  # {"step", "value"[, "stopped_at"]}, as in best.json
+        self.ckpts = checkpoint.Checkpoints(
+            os.path.join(workdir, layout.BEST_DIR), keep=1
+        )
+
+    def update(self, done: int, params, scores: dict[str, float]) -> bool:
+        """Keeps `params` when step `done` scored a new best; True to stop early."""
+        sel = self.selection
+        if scores[sel.key] > self.best["value"]:
+            self.ckpts.save(done, params)
+            self.ckpts.wait()
+            self.best = {"step": done, "value": float(scores[sel.key])}
+        elif sel.patience and done - self.best["step"] >= sel.patience * sel.every:
+            self.best = {**self.best, "stopped_at": done}
+            log.info(
+                "%s: dev %s has not improved for %d evaluations; stopping at step "
+                "%d, keeping step %d (%.4f)",
+                self.name,
+                sel.key,
+                sel.patience,
+                done,
+                self.best["step"],
+                self.best["value"],
+            )
+        if jax.process_index() == 0:
+            checkpoint.write_best(self.workdir, self.best)
+        return "stopped_at" in self.best
+
+    def close(self) -> None:
+        self.ckpts.close()
+
+
+class _Progress:
+    """Step/total, loss, latest dev score, steps/s and ETA.
+
+    On a terminal: a tqdm bar on stderr. Elsewhere (nohup, a log file): a
+    plain line through the logger every `PROGRESS_EVERY_S` seconds, since a
+    redrawn bar would fill the file with carriage returns.
+    """
+
+    def __init__(self, name: str, start: int, total: int, enabled: bool):
+        self.name = name
+        self.total = total
+        self.enabled = enabled
+        self.plain = enabled and not sys.stderr.isatty()
+        self.bar = tqdm.tqdm(
+            total=total,
+            initial=start,
+            desc=name,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            disable=not enabled or self.plain,
+            mininterval=1.0,
+        )
+        self.fields: dict[str, float] = {}
+        self.done = start
+        # (step, time) the rate is measured from: the end of the first step,
+        # so the first compile does not count, then each line's.
+        self.mark: tuple[int, float] | None = None
+
+    def redirect_logs(self):
+        """A context in which cpcjax's log lines print above the bar, not through it."""
+        if self.bar.disable:
+            return contextlib.nullcontext()
+        return tqdm_logging.logging_redirect_tqdm([logging.getLogger("cpcjax")])
+
+    def show(self, **fields: float) -> None:
+        """Sets values shown beside the step count (the loss, a dev score)."""
+        self.fields.update(fields)
+        self.bar.set_postfix(
+            {
+                k: f"{v:.4f}" if k == "loss" else f"{v:.3f}"
+                for k, v in self.fields.items()
+            }
+        )
+
+    def step(self, done: int) -> None:
+        self.done = done
+        self.bar.update(1)
+        if not self.plain:
+            return
+        now = _now()
+        if self.mark is None:
+            self.mark = (done, now)
+        elif now - self.mark[1] >= PROGRESS_EVERY_S:
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        steps, seconds = self.done - self.mark[0], now - self.mark[1]
+        rate = steps / seconds if seconds > 0 else math.inf
+        eta = (self.total - self.done) / rate if rate > 0 else math.inf
+        parts = [f"step {self.done}/{self.total}"]
+        parts += [
+            f"{k} {v:.4f}" if k == "loss" else f"{k} {v:.3f}"
+            for k, v in self.fields.items()
+        ]
+        parts.append(f"{rate:.2f} steps/s")
+        if math.isfinite(eta):
+            parts.append(f"ETA {tqdm.tqdm.format_interval(eta)}")
+        log.info("%s: %s", self.name, ", ".join(parts))
+        self.mark = (self.done, now)
+
+    def close(self) -> None:
+        """Closes the bar; off a terminal, a last line for the steps since the last."""
+        self.bar.close()
+        if self.plain and self.mark is not None and self.done > self.mark[0]:
+            self._line(_now())
+        self.plain = False  # a second close prints nothing
+
+
+class _Stage:
+    """What a stage keeps from one step to the next, and what a step may do:
+    fetch and check metrics, evaluate on dev, save a checkpoint, stop."""
+
+    def __init__(
+        self,
+        name: str,
+        workdir: str,
+        ckpts: checkpoint.Checkpoints,
+        start: int,
+        num_steps: int,
+        selection: Selection | None,
+        best: dict,
+    ):
+        self.name = name
+        self.ckpts = ckpts
+        self.last_saved = start
+        self.selection = selection
+        self.is_main = jax.process_index() == 0
+        self.shapes: set[tuple[int, ...]] = set()  # batch shapes stepped so far
+        self.writer = metric_writers.create_default_writer(
+            workdir, just_logging=not self.is_main
+        )
+        self.metrics = _MetricsLog(
+            name, os.path.join(workdir, layout.METRICS_FILE), self.writer, self.is_main
+        )
+        self.selector = _Selector(name, selection, workdir, best) if selection else None
+        self.progress = _Progress(name, start, num_steps, self.is_main)
+
+    def _say(self, message: str, *args) -> None:
+        if self.is_main:
+            log.info(message, *args)
+
+    def before_step(self, batch: dict) -> None:
+        """Says when the step is about to compile: the first stall of a stage."""
+        # jit compiles once per input shape; bucketed batches bring new ones.
+        shape = tuple(batch["wav"].shape)
+        if shape not in self.shapes:
+            self.shapes.add(shape)
+            self._say("%s: compiling the step for batch %s ...", self.name, list(shape))
+
+    def after_step(
+        self, done: int, state, *, last: bool, checkpoint_due: bool, log_due: bool
+    ) -> bool:
+        """Logs, evaluates and checkpoints as step `done` calls for.
+
+        Args:
+          done: steps finished.
+          state: the state after them.
+          last: `done` is the stage's last step.
+          checkpoint_due: `done` is a multiple of `checkpoint_every`.
+          log_due: `done` is a multiple of `log_every`.
+
+        Returns:
+          True when the stage ends here (its last step, or an early stop).
+
+        Raises:
+          TrainingDiverged: a metric is NaN or infinite.
+          Preempted: SIGTERM arrived; step `done` is saved.
+        """
+        if log_due or checkpoint_due or last:
+            self._flush()
+        if self.selector and (done % self.selection.every == 0 or last):
+            self._flush()
+            last = self._select(done, state) or last
+        preempted = STOP.is_set()
+        if preempted and not last:
+            self._flush()
+        if checkpoint_due or last or preempted:
+            self.ckpts.save(done, state)
+            self.last_saved = done
+        self.progress.step(done)
+        if preempted and not last:
+            raise Preempted(
+                f"{self.name}: stopped by SIGTERM after step {done}; "
+                f"saved a checkpoint in {self.ckpts.directory}: rerun the "
+                f"same command to continue"
+            )
+        return last
+
+    def _flush(self) -> None:
+        means, bad = self.metrics.flush()
+        if bad is not None:
+            names = [k for k, v in bad.items() if not math.isfinite(v)]
+            raise TrainingDiverged(
+                f"{self.name}: {', '.join(names)} became {bad[names[0]]} at step "
+                f"{bad['step']}; stopped without saving. The last good checkpoint "
+                f"(step {self.last_saved}) is kept in {self.ckpts.directory}; lower "
+                f"the learning rate or check the input, then rerun the same "
+                f"command to continue from it."
+            )
+        if "loss" in means:
+            self.progress.show(loss=means["loss"])
+
+    def _select(self, done: int, state) -> bool:
+        """Evaluates on dev, records the scores; True to stop early."""
+        key = self.selection.key
+        self._say("%s: evaluating dev at step %d", self.name, done)
+        scores = self.selection.evaluate(state)
+        self.metrics.record(done, {f"dev_{k}": v for k, v in scores.items()})
+        self.progress.show(**{f"dev_{key}": float(scores[key])})
+        return self.selector.update(done, state.params, scores)
+
+    def close(self) -> None:
+        self.progress.close()
+        self.ckpts.wait()
+        self.ckpts.close()
+        if self.selector:
+            self.selector.close()
+        self.writer.flush()
+
+
 def train(
     *,
     name: str,
@@ -93,7 +404,7 @@ def train(
     """Runs `step_fn` from the last checkpoint in `workdir` up to `num_steps`.
 
     Args:
-      name: the stage's name in messages and the progress bar.
+      name: the stage's name in messages and the progress report.
       workdir: the stage's directory: `checkpoints/`, TensorBoard events and
         `metrics.jsonl` go there.
       state: the freshly initialised train state (also the restore target).
@@ -120,107 +431,22 @@ def train(
         finished and was checkpointed.
     """
     os.makedirs(workdir, exist_ok=True)
-    ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"))
+    ckpts = checkpoint.Checkpoints(os.path.join(workdir, layout.CHECKPOINTS_DIR))
     start = ckpts.latest_step() or 0
     if start:
         state = ckpts.restore(start, state)
-    metrics_path = os.path.join(workdir, METRICS_FILE)
-    is_main = jax.process_index() == 0
-    if is_main:
-        _trim_metrics(metrics_path, start)
+    if jax.process_index() == 0:
+        _trim_metrics(os.path.join(workdir, layout.METRICS_FILE), start)
     best = checkpoint.read_best(workdir)
     if start >= min(num_steps, best.get("stopped_at", num_steps)):
         ckpts.close()
         return state
 
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-    bar = tqdm.tqdm(
-        total=num_steps,
-        initial=start,
-        desc=name,
-        unit="step",
-        dynamic_ncols=True,
-        file=sys.stderr,
-        disable=not is_main,
-        mininterval=1.0,
-    )
-    pending: list[tuple[int, dict]] = []
-    last_saved = start
-
-    def flush() -> None:
-        if not pending:
-            return
-        fetched = jax.device_get([m for _, m in pending])
-        rows = [
-            {"step": s, **{k: float(v) for k, v in m.items()}}
-            for (s, _), m in zip(pending, fetched)
-        ]
-        pending.clear()
-        bad_at = next(
-            (
-                i
-                for i, r in enumerate(rows)
-                if not all(math.isfinite(v) for v in r.values())
-            ),
-            None,
-        )
-        if is_main:
-            with open(metrics_path, "a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows[:bad_at])
-        if bad_at is not None:
-            row = rows[bad_at]
-            bad = [k for k, v in row.items() if not math.isfinite(v)]
-            bar.close()
-            raise TrainingDiverged(
-                f"{name}: {', '.join(bad)} became {row[bad[0]]} at step {row['step']}; "
-                f"stopped without saving. The last good checkpoint (step {last_saved}) "
-                f"is kept in {ckpts.directory}; lower the learning rate or check the "
-                f"input, then rerun the same command to continue from it."
-            )
-        means = {
-            k: float(np.mean([r[k] for r in rows])) for k in rows[-1] if k != "step"
-        }
-        writer.write_scalars(
-            rows[-1]["step"], {f"{name}/{k}": v for k, v in means.items()}
-        )
-        bar.set_postfix({k: f"{v:.4f}" for k, v in means.items() if k == "loss"})
-
-    def write_row(row: dict) -> None:
-        if is_main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-
-    def select(done: int) -> bool:
-        """Evaluates, keeps a new best, and says whether to stop early."""
-        nonlocal best
-        scores = selection.evaluate(state)
-        write_row({"step": done, **{f"dev_{k}": float(v) for k, v in scores.items()}})
-        writer.write_scalars(done, {f"{name}/dev_{k}": v for k, v in scores.items()})
-        if scores[selection.key] > best["value"]:
-            best_ckpts.save(done, state.params)
-            best_ckpts.wait()
-            best = {"step": done, "value": float(scores[selection.key])}
-        elif (
-            selection.patience
-            and done - best["step"] >= selection.patience * selection.every
-        ):
-            best = {**best, "stopped_at": done}
-            bar.write(
-                f"{name}: dev {selection.key} has not improved for "
-                f"{selection.patience} evaluations; stopping at step {done}, "
-                f"keeping step {best['step']} ({best['value']:.4f})"
-            )
-        if is_main:
-            checkpoint.write_best(workdir, best)
-        return "stopped_at" in best
-
-    best_ckpts = (
-        checkpoint.Checkpoints(os.path.join(workdir, checkpoint.BEST_DIR), keep=1)
-        if selection
-        else None
-    )
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    stage = _Stage(name, workdir, ckpts, start, num_steps, selection, best)
+    with (
+        stage.progress.redirect_logs(),
+        concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool,
+    ):
         ahead = {
             s: pool.submit(batches, s)
             for s in range(start, min(start + prefetch, num_steps))
@@ -230,37 +456,21 @@ def train(
                 local = ahead.pop(step).result()
                 if step + prefetch < num_steps:
                     ahead[step + prefetch] = pool.submit(batches, step + prefetch)
-                state, metrics = step_fn(state, sharding.to_global(local, mesh), rng)
+                batch = sharding.to_global(local, mesh)
+                stage.before_step(batch)
+                state, metrics = step_fn(state, batch, rng)
                 done = step + 1
-                pending.append((done, metrics))
-                bar.update(1)
-                last = done == num_steps
-                if done % log_every == 0 or done % checkpoint_every == 0 or last:
-                    flush()
-                if selection and (done % selection.every == 0 or last):
-                    flush()
-                    last = select(done) or last
-                preempted = STOP.is_set()
-                if preempted and not last:
-                    flush()
-                if done % checkpoint_every == 0 or last or preempted:
-                    ckpts.save(done, state)
-                    last_saved = done
-                if preempted and not last:
-                    raise Preempted(
-                        f"{name}: stopped by SIGTERM after step {done}; "
-                        f"saved a checkpoint in {ckpts.directory}: rerun the "
-                        f"same command to continue"
-                    )
-                if last:
+                stage.metrics.add(done, metrics)
+                if stage.after_step(
+                    done,
+                    state,
+                    last=done == num_steps,
+                    checkpoint_due=done % checkpoint_every == 0,
+                    log_due=done % log_every == 0,
+                ):
                     break
         finally:
             for f in ahead.values():
                 f.cancel()
-            bar.close()
-            ckpts.wait()
-            ckpts.close()
-            if best_ckpts:
-                best_ckpts.close()
-            writer.flush()
+            stage.close()
     return state
