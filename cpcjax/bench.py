@@ -2,35 +2,50 @@
 
   python -m cpcjax.bench                                  # paper-sized model, batch 8
   python -m cpcjax.bench --batch_size=64 --dtypes=bfloat16 --steps=20
+  python -m cpcjax.bench --config=configs/pre_cpc.py:synthetic --cases=pretrain
   python -m cpcjax.bench --cases=reference --reference_dir=CPC_audio
 
-Each step case runs once per `--dtypes` entry (float32 and bfloat16 by
-default). Cases: `pretrain` (a CPC step: forward, InfoNCE, backward, Adam), `finetune`
-(a recognizer step with CCC loss on padded utterances) and `input` (the CPC
-input pipeline alone, from the prepared synthetic corpus). Each step case
-reports the median step time after warm-up, audio seconds per second, compile
-time, XLA's FLOPs per step, peak device memory where the backend reports it,
-peak host memory, and MFU against the device's bf16 dense peak where known.
+The model measured is the one of `--config`, a config file as `cpcjax.main`
+takes it (default: preCPC at the paper's size); `--config.x=y` overrides a
+field. Each step case runs once per `--dtypes` entry (float32 and bfloat16 by
+default). Cases: `pretrain` (a CPC step: forward, InfoNCE, backward, Adam),
+`finetune` (a recognizer step with CCC loss on padded utterances) and `input`
+(the CPC input pipeline alone, from the prepared synthetic corpus). Each step
+case reports the median step time after warm-up, audio seconds per second,
+compile time, XLA's FLOPs per step, peak device memory where the backend
+reports it, peak host memory, and MFU against the device's bf16 dense peak
+where known.
 
 The `reference` case times cpcjax's float32 CPC step side by side with
 facebookresearch/CPC_audio's, built by CPC_audio's own code from a checkout
 you point `--reference_dir` at (it needs PyTorch; CPC_audio is not part of
 cpcjax). Both get the same batch; their steps alternate, so a slower or
-busier stretch of the machine weighs on both alike.
+busier stretch of the machine weighs on both alike. It runs the harness
+`benchmarks/cpc_audio.py` of a cpcjax checkout, which is not installed with
+the package.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import os
 import resource
 import time
 
 from absl import app, flags
+from ml_collections import config_flags
 
-_CONFIG = flags.DEFINE_string("config", "pre_cpc", "Method whose model is measured.")
-_CORPUS = flags.DEFINE_string(
-    "corpus", "iemocap", "Config arg giving the model size: iemocap = the paper's."
+from cpcjax import cli, configs
+from cpcjax.constants import SAMPLE_RATE
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    os.path.join(configs.DIRECTORY, "pre_cpc.py"),
+    "Config file or shipped config name, [:corpus], whose model is measured, "
+    "as cpcjax.main takes it (default: preCPC at the paper's size).",
+    lock_config=False,
 )
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Global batch of both step cases.")
 _WINDOW = flags.DEFINE_integer("window", 20480, "Samples per CPC window.")
@@ -52,6 +67,13 @@ _REFERENCE_DIR = flags.DEFINE_string(
     "A facebookresearch/CPC_audio checkout, for --cases=reference.",
 )
 CASES = ("pretrain", "finetune", "input", "reference")
+# The CPC_audio harness sits beside the package in a checkout of cpcjax, out
+# of the package's import path: it imports CPC_audio and PyTorch.
+REFERENCE_HARNESS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "benchmarks",
+    "cpc_audio.py",
+)
 
 # Dense bf16 peak FLOP/s per device, for MFU.
 PEAK_FLOPS = {
@@ -74,6 +96,37 @@ def _host_peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _resolve_config(argv: list[str]) -> list[str]:
+    """Lets --config name a shipped config (`pre_cpc:synthetic`), as in main."""
+    from cpcjax import config as config_lib
+
+    return [
+        "--config=" + config_lib.resolve(a.split("=", 1)[1])
+        if a.startswith("--config=")
+        else a
+        for a in argv
+    ]
+
+
+def reference_harness():
+    """The CPC_audio harness, `benchmarks/cpc_audio.py` of a cpcjax checkout.
+
+    Exits with status 2 and one line where there is none (cpcjax installed
+    from a package rather than run from a checkout).
+    """
+    if not os.path.isfile(REFERENCE_HARNESS):
+        cli.fail(
+            f"--cases=reference needs a checkout of cpcjax: its harness "
+            f"{REFERENCE_HARNESS} is not installed with the package"
+        )
+    spec = importlib.util.spec_from_file_location(
+        "cpcjax_benchmarks_cpc_audio", REFERENCE_HARNESS
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def time_step(step, state, batch, rng, steps: int, alongside=None) -> dict:
     """Compile time, FLOPs and the median time of `steps` calls of a jitted step.
 
@@ -90,7 +143,7 @@ def time_step(step, state, batch, rng, steps: int, alongside=None) -> dict:
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
     times, other = [], []
-    for i in range(2 + steps):  # 2 warm-up calls
+    for _ in range(2 + steps):  # 2 warm-up calls
         t = time.perf_counter()
         state, metrics = compiled(state, batch, rng)
         jax.block_until_ready(metrics)
@@ -119,12 +172,18 @@ def _wav(rng):
     return (0.1 * rng.standard_normal((_BATCH.value, _WINDOW.value))).astype("float32")
 
 
+def _window_audio_s() -> float:
+    """Seconds of audio in one batch of CPC windows."""
+    return _BATCH.value * _WINDOW.value / SAMPLE_RATE
+
+
 def _pretrain_inputs(programs, mesh, wav):
     """A fresh CPC train state and the global batch of `wav` (full-length rows)."""
     import jax
     import numpy as np
 
-    from cpcjax.train import sharding, state as state_lib
+    from cpcjax.train import sharding
+    from cpcjax.train import state as state_lib
 
     local = {"wav": wav, "lengths": np.full(len(wav), wav.shape[1], np.int32)}
     state = state_lib.create_state(
@@ -133,150 +192,24 @@ def _pretrain_inputs(programs, mesh, wav):
     return state, sharding.to_global(local, mesh)
 
 
-# Imported at the top of CPC_audio's modules but unused by its CPC training
-# step (MFCC features, a progress bar); stood in for when not installed.
-REFERENCE_STUBS = ("torchaudio", "progressbar")
-
-
-def cpc_audio_args(config, window: int) -> list[str]:
-    """CPC_audio's train.py flags for the CPC architecture of `config`."""
-    m = config.model
-    # CPC_audio's "layerNorm" is its ChannelNorm: per frame, over channels.
-    norms = {"channel": "layerNorm", "none": "ID"}
-    if m.norm not in norms:
-        raise app.UsageError(
-            f"--cases=reference: model.norm={m.norm!r} has no CPC_audio "
-            f"counterpart; use one of {', '.join(norms)}"
-        )
-    return [
-        "--hiddenEncoder",
-        str(m.channels),
-        "--hiddenGar",
-        str(m.context_hidden),
-        "--arMode",
-        "GRU",
-        "--rnnMode",
-        "linear",
-        "--nPredicts",
-        str(m.predict_steps),
-        "--negativeSamplingExt",
-        str(m.num_negatives),
-        "--sizeWindow",
-        str(window),
-        "--normMode",
-        norms[m.norm],
-        "--learningRate",
-        str(config.pretrain.learning_rate),
-    ]
-
-
-def cpc_audio_step(reference_dir: str, argv: list[str], wav):
-    """CPC_audio's training step on the CPU, built by its own train.py code.
-
-    Args:
-        reference_dir: a facebookresearch/CPC_audio checkout.
-        argv: its train.py flags (see `cpc_audio_args`).
-        wav: [B, S] float32 numpy batch.
-
-    Returns:
-        `step() -> loss`, the body of CPC_audio's `trainStep` (forward, loss,
-        backward, Adam), and a dict describing the reference.
-    """
-    import contextlib
-    import importlib.util
-    import io
-    import subprocess
-    import sys
-    import types
-
-    train_py = os.path.join(reference_dir, "cpc", "train.py")
-    if not os.path.isfile(train_py):
-        raise app.UsageError(
-            f"--reference_dir={reference_dir}: {train_py} not found; "
-            "point it at a facebookresearch/CPC_audio checkout"
-        )
-    try:
-        import torch
-    except ImportError:
-        raise app.UsageError(
-            "--cases=reference needs PyTorch: pip install torch "
-            "(the CPU build is enough)"
-        ) from None
-    stubbed = [n for n in REFERENCE_STUBS if importlib.util.find_spec(n) is None]
-    for name in stubbed:
-        sys.modules[name] = types.ModuleType(name)
-    sys.path.insert(0, os.path.abspath(reference_dir))
-    torch.manual_seed(0)
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints its GPU count
-        try:
-            from cpc import feature_loader, model as cpc_model, train as cpc_train
-        except ImportError as e:
-            raise app.UsageError(
-                f"--reference_dir={reference_dir}: importing CPC_audio "
-                f"failed ({e}); pip install what it names"
-            ) from None
-        args = cpc_train.parseArgs(["--pathDB", reference_dir, *argv])
-    encoder = feature_loader.getEncoder(args)
-    cpc = cpc_model.CPCModel(encoder, feature_loader.getAR(args))
-    criterion = cpc_train.getCriterion(args, encoder.DOWNSAMPLING, 1, None)
-    optimizer = torch.optim.Adam(
-        list(criterion.parameters()) + list(cpc.parameters()),
-        lr=args.learningRate,
-        betas=(args.beta1, args.beta2),
-        eps=args.epsilon,
-    )
-    cpc.train()
-    criterion.train()
-    data = torch.from_numpy(wav)[:, None, :]  # [B, 1, S]
-    label = torch.zeros(len(wav), dtype=torch.long)
-
-    def step() -> float:
-        c_feature, encoded, lab = cpc(data, label)
-        losses, _ = criterion(c_feature, encoded, lab)
-        total = losses.sum()
-        total.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        return total.item()
-
-    try:
-        commit = subprocess.run(
-            ["git", "-C", reference_dir, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:  # no git
-        commit = ""
-    return step, {
-        "reference": "facebookresearch/CPC_audio" + (f"@{commit}" if commit else ""),
-        "reference_args": " ".join(argv),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "stubbed_imports": stubbed,
-    }
-
-
-def _reference_case(mesh, rng) -> None:
+def _reference_case(harness, mesh, rng) -> None:
     """cpcjax's float32 CPC step and CPC_audio's, alternating on one batch."""
     import jax
 
-    from cpcjax import config as config_lib
     from cpcjax.train.steps import Programs
 
     if jax.default_backend() != "cpu":
-        raise app.UsageError(
+        cli.fail(
             "--cases=reference runs CPC_audio on the CPU; run it with "
             "JAX_PLATFORMS=cpu so both steps use the same hardware"
         )
-    config = config_lib.method_config(_CONFIG.value, _CORPUS.value)
-    config.dtype = "float32"  # as CPC_audio
-    config.pretrain.batch_size = _BATCH.value
-    config.pretrain.window = _WINDOW.value
-    # CPC_audio draws every negative from the whole batch.
-    config.model.negatives_group_size = _BATCH.value
+    config = harness.matching_config(_CONFIG.value, _BATCH.value, _WINDOW.value)
     wav = _wav(rng)
-    argv = cpc_audio_args(config, _WINDOW.value)
-    reference_step, info = cpc_audio_step(_REFERENCE_DIR.value, argv, wav)
+    try:
+        argv = harness.cpc_audio_args(config, _WINDOW.value)
+        reference_step, info = harness.cpc_audio_step(_REFERENCE_DIR.value, argv, wav)
+    except app.UsageError as e:  # no CPC_audio, PyTorch or counterpart of a field
+        cli.fail(str(e))
     programs = Programs.build(config, mesh)
     state, batch = _pretrain_inputs(programs, mesh, wav)
     timing = time_step(
@@ -288,7 +221,6 @@ def _reference_case(mesh, rng) -> None:
         alongside=reference_step,
     )
     device = jax.devices()[0]
-    audio_s = _BATCH.value * _WINDOW.value / 16000
     ours_s, theirs_s = timing["step_s"], timing["alongside_s"]
     line = {
         "case": "reference",
@@ -303,8 +235,8 @@ def _reference_case(mesh, rng) -> None:
         "cpcjax_step_s": round(ours_s, 4),
         "reference_step_s": round(theirs_s, 4),
         "speedup": round(theirs_s / ours_s, 2),
-        "cpcjax_audio_s_per_s": round(audio_s / ours_s, 2),
-        "reference_audio_s_per_s": round(audio_s / theirs_s, 2),
+        "cpcjax_audio_s_per_s": round(_window_audio_s() / ours_s, 2),
+        "reference_audio_s_per_s": round(_window_audio_s() / theirs_s, 2),
         **info,
     }
     print(json.dumps(line), flush=True)
@@ -316,7 +248,8 @@ def _step_cases(config, mesh, rng, consumed: dict) -> None:
     import numpy as np
 
     from cpcjax.data import pipeline
-    from cpcjax.train import sharding, state as state_lib
+    from cpcjax.train import sharding
+    from cpcjax.train import state as state_lib
     from cpcjax.train.steps import Programs
 
     programs = Programs.build(config, mesh)
@@ -354,7 +287,7 @@ def _step_cases(config, mesh, rng, consumed: dict) -> None:
         )
         report(
             "pretrain",
-            _BATCH.value * _WINDOW.value / 16000,
+            _window_audio_s(),
             timing,
             window=_WINDOW.value,
             negatives=config.model.num_negatives,
@@ -379,40 +312,79 @@ def _step_cases(config, mesh, rng, consumed: dict) -> None:
             jax.random.key(1),
             _STEPS.value,
         )
-        report("finetune", _BATCH.value * length / 16000, timing, window=length)
+        report("finetune", _BATCH.value * length / SAMPLE_RATE, timing, window=length)
 
 
-def main(argv) -> None:
-    del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def _input_case(data_dir: str, consumed: dict) -> None:
+    """The CPC input pipeline alone, on the prepared synthetic unlabeled corpus."""
     import jax
-    import numpy as np
 
     from cpcjax import config as config_lib
     from cpcjax.data import pipeline, sources
     from cpcjax.train import sharding
 
+    synthetic = config_lib.load("pre_cpc:synthetic")
+    synthetic.data_dir = data_dir
+    utts = sources.unlabeled_corpus(synthetic)
+    batches = pipeline.CropBatches(
+        utts, _WINDOW.value, _BATCH.value, 0, sharding.process_rows(_BATCH.value)
+    )
+    batches.batch(0)
+    n = max(_STEPS.value, 20)
+    t = time.perf_counter()
+    for step in range(n):
+        batches.batch(step)
+    per_batch = (time.perf_counter() - t) / n
+    delivered = _window_audio_s() / per_batch
+    device = jax.devices()[0]
+    line = {
+        "case": "input",
+        "device": device.device_kind,
+        "platform": device.platform,
+        "devices": jax.device_count(),
+        "batch": _BATCH.value,
+        "window": _WINDOW.value,
+        "batch_s": per_batch,
+        "audio_s_per_s": round(delivered, 1),
+        "vs_pretrain_step": (
+            round(delivered / consumed["pretrain"], 2)
+            if "pretrain" in consumed
+            else None
+        ),
+        "peak_host_gib": round(_host_peak_gib(), 3),
+    }
+    print(json.dumps(line), flush=True)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (see --help)")
+    import numpy as np
+
+    from cpcjax import config as config_lib
+    from cpcjax.train import sharding
+
     unknown = [c for c in _CASES.value if c not in CASES]
     if unknown:
-        raise app.UsageError(
-            f"--cases: {', '.join(unknown)} unknown; use {', '.join(CASES)}"
-        )
-    if "reference" in _CASES.value and not _REFERENCE_DIR.value:
-        raise app.UsageError(
-            "--cases=reference needs --reference_dir=PATH, a facebookresearch/CPC_audio "
-            "checkout (git clone https://github.com/facebookresearch/CPC_audio)"
-        )
+        cli.fail(f"--cases: {', '.join(unknown)} unknown; use {', '.join(CASES)}")
+    harness = None
+    if "reference" in _CASES.value:
+        if not _REFERENCE_DIR.value:
+            cli.fail(
+                "--cases=reference needs --reference_dir=PATH, a "
+                "facebookresearch/CPC_audio checkout "
+                "(git clone https://github.com/facebookresearch/CPC_audio)"
+            )
+        harness = reference_harness()
     for dtype in _DTYPES.value:
         if dtype not in config_lib.DTYPES:
-            raise app.UsageError(
-                f"--dtypes: {dtype!r} is not one of {config_lib.DTYPES}"
-            )
+            cli.fail(f"--dtypes: {dtype!r} is not one of {config_lib.DTYPES}")
     mesh = sharding.make_mesh()
     sharding.check_batch_size(_BATCH.value, "batch_size")
     rng = np.random.default_rng(0)
     consumed = {}
     for dtype in _DTYPES.value:
-        config = config_lib.method_config(_CONFIG.value, _CORPUS.value)
+        config = copy.deepcopy(_CONFIG.value)
         config.dtype = dtype
         config.pretrain.batch_size = config.finetune.batch_size = _BATCH.value
         config.pretrain.window = _WINDOW.value
@@ -421,41 +393,11 @@ def main(argv) -> None:
         )
         config_lib.validate(config)
         _step_cases(config, mesh, rng, consumed)
-    if "reference" in _CASES.value:
-        _reference_case(mesh, rng)
+    if harness is not None:
+        _reference_case(harness, mesh, rng)
     if "input" in _CASES.value:
-        synthetic = config_lib.method_config("pre_cpc", "synthetic")
-        synthetic.data_dir = config.data_dir
-        utts = sources.unlabeled_corpus(synthetic)
-        batches = pipeline.CropBatches(
-            utts, _WINDOW.value, _BATCH.value, 0, sharding.process_rows(_BATCH.value)
-        )
-        batches.batch(0)
-        n = max(_STEPS.value, 20)
-        t = time.perf_counter()
-        for step in range(n):
-            batches.batch(step)
-        per_batch = (time.perf_counter() - t) / n
-        delivered = _BATCH.value * _WINDOW.value / 16000 / per_batch
-        device = jax.devices()[0]
-        line = {
-            "case": "input",
-            "device": device.device_kind,
-            "platform": device.platform,
-            "devices": jax.device_count(),
-            "batch": _BATCH.value,
-            "window": _WINDOW.value,
-            "batch_s": per_batch,
-            "audio_s_per_s": round(delivered, 1),
-            "vs_pretrain_step": (
-                round(delivered / consumed["pretrain"], 2)
-                if "pretrain" in consumed
-                else None
-            ),
-            "peak_host_gib": round(_host_peak_gib(), 3),
-        }
-        print(json.dumps(line), flush=True)
+        _input_case(_CONFIG.value.data_dir, consumed)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, doc=__doc__, prepare_argv=_resolve_config)

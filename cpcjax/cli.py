@@ -5,7 +5,8 @@ Each entry point (`python -m cpcjax.main`, `.predict`, `.prepare`, `.report`,
 them the same conventions: `--help` prints the command's usage and flags and
 exits 0; a mistake in a flag or the config is one `error:` line (with a
 close match where there is one) and exit 2, never a traceback; cpcjax's own
-log lines go to stderr with a time stamp, and library chatter stays quiet.
+log lines go to stderr with a time stamp, and library chatter stays quiet
+(`cpcjax.logs.setup`, called before the command runs).
 
 The `cpcjax` console script dispatches to them: `cpcjax train ...` is
 `python -m cpcjax.main ...`, `cpcjax predict ...` is `python -m cpcjax.predict ...`.
@@ -13,17 +14,13 @@ The `cpcjax` console script dispatches to them: `cpcjax train ...` is
 
 from __future__ import annotations
 
-import logging
-import os
 import runpy
 import sys
 from collections.abc import Callable
 
 from absl import app, flags
 
-# Before anything imports TensorFlow: its C++ start-up lines are not ours.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from cpcjax import logs
 
 EXIT_USAGE = 2
 # Exceptions whose message is the whole story: printed as one `error:` line.
@@ -94,23 +91,6 @@ def _parser(doc: str | None, help_extra, prepare_argv):
     return parse
 
 
-def setup_logging() -> logging.Logger:
-    """cpcjax's log lines on stderr with a time stamp; libraries at warnings or
-    quieter, so the default output is cpcjax's own."""
-    from absl import logging as absl_logging
-
-    # Orbax, TFDS and TensorFlow log through absl: keep their errors only.
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    log = logging.getLogger("cpcjax")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    return log
-
-
 def run(
     main: Callable[[list[str]], None],
     doc: str | None = None,
@@ -128,6 +108,7 @@ def run(
     """
 
     def guarded(argv):
+        logs.setup()
         try:
             main(argv)
         except _user_errors() as e:

@@ -17,8 +17,9 @@ import os
 
 import ml_collections
 
+from cpcjax.constants import NORMS
+
 CORPORA = ("synthetic", "iemocap", "msp_podcast")
-NORMS = ("none", "channel", "layer")
 DTYPES = ("float32", "bfloat16")
 # How a method is named in tables, after the paper.
 METHOD_NAMES = {

@@ -9,3 +9,7 @@ SECONDS_PER_FRAME = FRAME_HOP / SAMPLE_RATE
 # and figures.
 DIMENSIONS = ("act", "val", "dom")
 DIMENSION_NAMES = {"act": "activation", "val": "valence", "dom": "dominance"}
+
+# Encoder normalisations (config.model.norm): none, a per-frame norm over
+# channels (CPC_audio's ChannelNorm), or flax's LayerNorm.
+NORMS = ("none", "channel", "layer")

@@ -12,6 +12,7 @@ runs/<config>_<corpus>; rerunning the same command continues what is there.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -122,7 +123,7 @@ def _start_distributed(jax) -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (see --help)")
-    log = cli.setup_logging()
+    log = logging.getLogger("cpcjax")
     import jax
     import tensorflow as tf
 

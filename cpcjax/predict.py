@@ -80,7 +80,6 @@ def main(argv) -> None:
             "no audio files or folders given (usage: python -m cpcjax.predict "
             "--workdir=DIR FILE_OR_FOLDER ...)"
         )
-    cli.setup_logging()
     # The library's warnings (files a folder search passed over) are the
     # user's to see; its info lines repeat what this command prints.
     handler = logging.StreamHandler(sys.stderr)

@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
-from cpcjax import bench, config as config_lib
-from test_main import ROOT
+from cpcjax import bench
+from cpcjax import config as config_lib
+from cpcjax.constants import SAMPLE_RATE
 
 
 def _bench(tmp_path, *flags):
@@ -31,7 +33,8 @@ def _bench(tmp_path, *flags):
 def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
     proc = _bench(
         tmp_path,
-        "--corpus=synthetic",
+        "--config=pre_cpc:synthetic",
+        "--config.model.channels=48",
         "--batch_size=4",
         "--window=5120",
         "--finetune_seconds=1",
@@ -53,14 +56,21 @@ def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
     assert abs(lines[-1]["vs_pretrain_step"] - ratio) <= 0.01 * ratio + 0.01
     for line, window in zip(lines[:4], (5120, 16000, 5120, 16000)):
         assert line["window"] == window and line["batch"] == 4 and line["devices"] == 1
+        assert line["channels"] == 48  # the --config.x override reached the model
         assert line["flops_per_step"] > 0 and line["compile_s"] > 0
-        assert abs(line["audio_s_per_s"] - 4 * window / 16000 / line["step_s"]) < 0.01
+        assert (
+            abs(line["audio_s_per_s"] - 4 * window / SAMPLE_RATE / line["step_s"])
+            < 0.01
+        )
         assert line["mfu"] is None  # no known peak for a CPU
 
 
 def test_reference_flags_are_the_paper_architecture_in_cpc_audio_terms():
-    config = config_lib.method_config("pre_cpc", "iemocap")
-    args = bench.cpc_audio_args(config, 20480)
+    harness = bench.reference_harness()
+    config = harness.matching_config(config_lib.load("pre_cpc:iemocap"), 16, 20480)
+    assert config.dtype == "float32"
+    assert config.pretrain.batch_size == config.model.negatives_group_size == 16
+    args = harness.cpc_audio_args(config, 20480)
     flags = dict(zip(args[::2], args[1::2]))
     assert flags == {
         "--hiddenEncoder": "512",
@@ -77,7 +87,19 @@ def test_reference_flags_are_the_paper_architecture_in_cpc_audio_terms():
     with pytest.raises(
         bench.app.UsageError, match="model.norm='layer' has no CPC_audio"
     ):
-        bench.cpc_audio_args(config, 20480)
+        harness.cpc_audio_args(config, 20480)
+
+
+def test_bench_without_a_checkout_says_the_reference_needs_one(
+    tmp_path, monkeypatch, capsys
+):
+    # As installed from a package: no benchmarks/ beside cpcjax/.
+    monkeypatch.setattr(bench, "REFERENCE_HARNESS", str(tmp_path / "cpc_audio.py"))
+    with pytest.raises(SystemExit) as e:
+        bench.reference_harness()
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: --cases=reference needs a checkout of cpcjax")
 
 
 @pytest.mark.parametrize(
@@ -85,6 +107,7 @@ def test_reference_flags_are_the_paper_architecture_in_cpc_audio_terms():
     [
         (["--cases=reference"], "--cases=reference needs --reference_dir=PATH"),
         (["--cases=pretrain,speed"], "--cases: speed unknown"),
+        (["--config=configs/pre_cpc.py:voxceleb"], "unknown corpus 'voxceleb'"),
         (
             [
                 "--cases=reference",
@@ -98,8 +121,9 @@ def test_reference_flags_are_the_paper_architecture_in_cpc_audio_terms():
 )
 def test_bench_rejects_bad_cases_in_one_line(tmp_path, flags, message):
     proc = _bench(tmp_path, *(f.format(tmp=tmp_path) for f in flags))
-    assert proc.returncode == 1
-    assert message.format(tmp=tmp_path) in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert message.format(tmp=tmp_path) in line
 
 
 def test_bench_names_what_the_reference_checkout_lacks(tmp_path):
@@ -114,7 +138,7 @@ def test_bench_names_what_the_reference_checkout_lacks(tmp_path):
         "--steps=1",
         "--dtypes=float32",
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     if importlib.util.find_spec("torch") is None:
         assert "--cases=reference needs PyTorch: pip install torch" in proc.stderr
     else:

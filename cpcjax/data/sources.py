@@ -3,7 +3,8 @@
 Emotion corpora (`config.corpus`): synthetic, iemocap, msp_podcast.
 Pretraining corpora (`config.pretrain.corpus`): librispeech (our builder over
 an extracted copy, subsets from `config.pretrain.librispeech_subsets`),
-librispeech_tfds (TFDS's stock `librispeech`, already prepared by the user),
+librispeech_tfds (TFDS's stock `librispeech`, prepared or converted to
+ArrayRecord with `cpcjax.prepare librispeech_tfds`),
 audio_folder:<name> (any folder prepared with `cpcjax.prepare audio_folder`),
 synthetic_unlabeled, and emotion_train (miniCPC: the fold's training audio).
 """
@@ -16,15 +17,13 @@ import numpy as np
 
 from cpcjax.data import pipeline
 
-PREPARE_HINT = {
-    "iemocap": "python -m cpcjax.prepare iemocap --manual_dir=/path/to/IEMOCAP_full_release",
-    "msp_podcast": "python -m cpcjax.prepare msp_podcast --manual_dir=/path/to/MSP-PODCAST-Publish-1.x",
-    "librispeech": "python -m cpcjax.prepare librispeech --manual_dir=/path/to/LibriSpeech "
-    "--subsets={subsets}",
-    "audio_folder": "python -m cpcjax.prepare audio_folder --manual_dir=/path/to/folder "
-    "--name={name}",
-    "librispeech_tfds": "tfds.builder('librispeech', data_dir='{data_dir}')"
-    ".download_and_prepare()",
+# What follows `python -m cpcjax.prepare` to prepare each corpus.
+PREPARE_ARGS = {
+    "iemocap": "iemocap --manual_dir=/path/to/IEMOCAP_full_release",
+    "msp_podcast": "msp_podcast --manual_dir=/path/to/MSP-PODCAST-Publish-1.x",
+    "librispeech": "librispeech --manual_dir=/path/to/LibriSpeech --subsets={subsets}",
+    "audio_folder": "audio_folder --manual_dir=/path/to/folder --name={name}",
+    "librispeech_tfds": "librispeech_tfds",
 }
 # TFDS's stock librispeech names its splits without the dash.
 STOCK_LIBRISPEECH_SPLITS = {
@@ -99,22 +98,45 @@ def _pretrain_builder(config):
     return name, {}
 
 
-def _not_prepared(corpus: str, root: str, **fmt) -> CorpusNotPrepared:
-    hint = PREPARE_HINT[corpus].format(
-        data_dir=root,
-        **{k: ",".join(v) if isinstance(v, tuple) else v for k, v in fmt.items()},
+def _hint(corpus: str, **options) -> str:
+    args = PREPARE_ARGS[corpus].format(
+        **{k: ",".join(v) if isinstance(v, tuple) else v for k, v in options.items()}
     )
+    return f"python -m cpcjax.prepare {args}"
+
+
+def _not_prepared(corpus: str, root: str, **options) -> CorpusNotPrepared:
+    how = "" if corpus == "librispeech_tfds" else " from your own copy"
     return CorpusNotPrepared(
-        f"corpus {corpus!r} is not prepared in {root}: prepare it once from your own "
-        f"copy with `{hint}` (add --data_dir={root} if that is not the default), or run "
-        f"a config with :synthetic"
+        f"corpus {corpus!r} is not prepared in {root}: prepare it once{how} with "
+        f"`{_hint(corpus, **options)}` (add --data_dir={root} if that is not the "
+        f"default), or run a config with :synthetic"
     )
+
+
+def random_access(builder) -> bool:
+    """Whether a prepared dataset holds files `as_data_source` reads (ArrayRecord).
+
+    TFDS prepares TFRecord files unless told otherwise, and its `is_prepared`
+    says yes to them, but they can only be streamed.
+    """
+    import tensorflow_datasets as tfds
+
+    formats = builder.info.available_file_formats()
+    return bool(formats & set(tfds.core.FileFormat.with_random_access()))
 
 
 def _prepared(corpus: str, root: str, **options):
     builder = builder_for(corpus, root, **options)
     if not builder.is_prepared():
         raise _not_prepared(corpus, root, **options)
+    if not random_access(builder):
+        raise CorpusNotPrepared(
+            f"corpus {corpus!r} in {builder.data_dir} is prepared as "
+            f"{builder.info.file_format.value} only, which cpcjax cannot read at "
+            f"random: add an ArrayRecord copy once with "
+            f"`{_hint(corpus, **options)} --data_dir={root}`"
+        )
     return builder
 
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-NORMS = ("none", "channel", "layer")  # the values of config.model.norm
+from cpcjax.constants import NORMS
 
 KERNELS = (10, 8, 4, 4, 4)
 STRIDES = (5, 4, 2, 2, 2)  # their product is constants.FRAME_HOP
