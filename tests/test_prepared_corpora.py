@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
+from conftest import ROOT, TINY_RUN
 from test_iemocap import write_release as write_iemocap
-from test_main import ROOT, TINY_RUN, run_main
 
 
 def prepare(corpus, manual_dir, data_dir, *flags):
@@ -30,7 +30,7 @@ def prepare(corpus, manual_dir, data_dir, *flags):
     )
 
 
-def test_iemocap_prepared_then_mini_cpc_runs_a_fold(tmp_path):
+def test_iemocap_prepared_then_mini_cpc_runs_a_fold(tmp_path, run_main):
     release = write_iemocap(str(tmp_path / "src"))
     data_dir = tmp_path / "data"
     proc = prepare("iemocap", release, data_dir)
@@ -40,8 +40,12 @@ def test_iemocap_prepared_then_mini_cpc_runs_a_fold(tmp_path):
     again = prepare("iemocap", release, data_dir)
     assert "already prepared" in again.stdout
 
-    config = ",".join(["configs/mini_cpc.py:iemocap", "folds=(2,)", *TINY_RUN])
-    run = run_main(config, tmp_path / "run", str(data_dir))
+    run = run_main(
+        "configs/mini_cpc.py:iemocap",
+        tmp_path / "run",
+        data_dir,
+        fields={**TINY_RUN, "folds": (2,)},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     (row,) = report["rows"]
@@ -66,7 +70,45 @@ def test_a_wrong_manual_dir_shows_the_expected_layout(tmp_path):
     assert "sentences/wav" in proc.stderr
 
 
-def test_msp_podcast_prepared_then_sup_runs_on_the_official_partitions(tmp_path):
+def test_prepare_prints_only_its_own_lines(tmp_path, write_wav):
+    talks, data = tmp_path / "talks", tmp_path / "data"
+    for n, speaker in enumerate(("talkA", "talkA", "talkB")):
+        write_wav(talks / speaker / f"part{n}.wav", seed=n)
+    (talks / "talkB" / "cut.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVE")
+    report = data / "prepare_report_audio_folder_talks.tsv"
+    first = prepare("audio_folder", talks, data, "--name=talks")
+    again = prepare("audio_folder", talks, data, "--name=talks")
+    for proc in (first, again):
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = (proc.stdout + proc.stderr).splitlines()
+        # No TFDS banner, absl warning, TF start-up notice or tqdm bar.
+        assert all(line.startswith("audio_folder: ") for line in lines), lines
+        assert "\r" not in proc.stdout + proc.stderr
+    assert (
+        f"audio_folder: prepared 3 utterances, skipped 1 audio (reasons in {report})"
+        in first.stdout.splitlines()
+    )
+    assert "already prepared" in again.stdout
+
+
+def test_a_folder_without_usable_audio_stops_in_one_line(tmp_path):
+    folder = tmp_path / "recordings"
+    (folder / "spk").mkdir(parents=True)
+    for n in range(3):
+        (folder / "spk" / f"take{n}.wav").write_bytes(os.urandom(3000))
+    proc = prepare("audio_folder", folder, tmp_path / "data", "--name=recordings")
+    assert proc.returncode == 2
+    report = tmp_path / "data" / "prepare_report_audio_folder_recordings.tsv"
+    assert proc.stderr.splitlines() == [
+        f"error: audio_folder/recordings: no usable audio in {folder} (skipped 3 "
+        f"audio; reasons in {report})"
+    ]
+    assert len(report.read_text().splitlines()) == 1 + 3  # header, a line a file
+
+
+def test_msp_podcast_prepared_then_sup_runs_on_the_official_partitions(
+    tmp_path, run_main
+):
     from test_msp_podcast import V18_ROWS, _release
 
     release = _release(
@@ -82,8 +124,9 @@ def test_msp_podcast_prepared_then_sup_runs_on_the_official_partitions(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "msp_podcast: prepared" in proc.stdout
 
-    config = ",".join(["configs/sup.py:msp_podcast", *TINY_RUN])
-    run = run_main(config, tmp_path / "run", str(data_dir))
+    run = run_main(
+        "configs/sup.py:msp_podcast", tmp_path / "run", data_dir, fields=TINY_RUN
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     (row,) = report["rows"]

@@ -7,12 +7,15 @@ notes, corrupt and empty files) and prepares it as a user would.
 
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
 import soundfile as sf
 import tensorflow_datasets as tfds
 
+from cpcjax import prepare
+from cpcjax.data import sources
 from cpcjax.data.corpora import audio_folder, base, librispeech
 
 SR = 16000
@@ -314,7 +317,11 @@ def test_audio_folder_default_pattern(talks_root, tmp_path, capsys):
     assert metadata["chunk_seconds"] == 60.0
 
 
-def test_audio_folder_custom_pattern_and_chunks(talks_root, tmp_path, capsys):
+def test_audio_folder_custom_pattern_and_chunks(
+    talks_root, tmp_path, capsys, monkeypatch
+):
+    # Progress as it goes to a log (stderr is no terminal here), a line a file.
+    monkeypatch.setattr(base, "PROGRESS_SECONDS", 0.0)
     config = audio_folder.folder_config(
         "ted_1s",
         speaker_pattern=r"^talk(?P<speaker>[A-Z])/",
@@ -343,9 +350,13 @@ def test_audio_folder_custom_pattern_and_chunks(talks_root, tmp_path, capsys):
     assert records["talkB/y"]["id"] == "talkB/y"
 
     assert set(_report(builder)) == {"silent.wav"}
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "cut 1 files longer than 1 s into 3 chunks" in out
     assert "prepared 7 utterances, skipped 1 audio" in out
+    # TFDS's own bars share stderr in a test, not in `cpcjax.prepare`.
+    assert re.findall(r"audio_folder/ted_1s: decoding \d+/\d+ files\n", err) == [
+        f"audio_folder/ted_1s: decoding {n}/6 files\n" for n in range(1, 7)
+    ]
 
 
 def test_audio_folder_config_errors(tmp_path):
@@ -364,3 +375,116 @@ def test_audio_folder_config_errors(tmp_path):
     builder = audio_folder.AudioFolder(data_dir=tmp_path / "data", config="empty")
     with pytest.raises(base.LayoutError, match="holds no .wav, .flac, .ogg file"):
         _prepare(builder, empty)
+
+
+# ------------------------------------------------------------ librispeech_tfds
+
+
+def _fake_stock_librispeech():
+    """TFDS's stock `librispeech` builder with three tiny utterances per split in
+    place of the 57 GiB download. Its name, version, features and split names
+    are the stock builder's, so the stock builder reads what it prepares."""
+    from tensorflow_datasets.datasets.librispeech import (
+        librispeech_dataset_builder as stock,
+    )
+
+    class FakeLibrispeech(stock.Builder, skip_registration=True):
+        name = "librispeech"
+
+        @classmethod
+        def get_metadata(cls):
+            return stock.Builder.get_metadata()
+
+        def _split_generators(self, dl_manager):
+            return {
+                "train_clean100": self._generate(19),
+                "dev_clean": self._generate(84),
+            }
+
+        def _generate(self, speaker):
+            for n in range(3):
+                key = f"{speaker}-198-{n:04d}"
+                yield (
+                    key,
+                    {
+                        "id": key,
+                        "speaker_id": speaker,
+                        "chapter_id": 198,
+                        "speech": np.round(_tone(0.3 + 0.1 * n) * 32767).astype(
+                            np.int16
+                        ),
+                        "text": "NORTHANGER ABBEY",
+                    },
+                )
+
+    return FakeLibrispeech
+
+
+@pytest.fixture
+def stock_librispeech(monkeypatch):
+    """While the test runs, `tfds.builder("librispeech")` prepares the fake,
+    until `monkeypatch.undo()` gives TFDS's real one back."""
+    fake, real = _fake_stock_librispeech(), tfds.builder
+    monkeypatch.setattr(
+        tfds,
+        "builder",
+        lambda name, **kw: fake(**kw) if name == "librispeech" else real(name, **kw),
+    )
+    return fake
+
+
+def _read_through_stock_builder(config, monkeypatch):
+    """The pretraining corpus as the reader indexes it, with TFDS's real stock
+    builder reading the prepared files."""
+    monkeypatch.undo()
+    utts = sources.unlabeled_corpus(config)
+    # config.pretrain.librispeech_subsets is train-clean-100: speaker 19 only.
+    assert sorted(utts.names) == ["19-198-0000", "19-198-0001", "19-198-0002"]
+    assert sorted(utts.lengths) == [4800, 6400, 8000]
+
+
+def test_librispeech_tfds_is_prepared_as_array_record(
+    stock_librispeech, monkeypatch, tmp_path, tiny_config, capsys
+):
+    config = tiny_config(pretrain__corpus="librispeech_tfds", data_dir=str(tmp_path))
+    with pytest.raises(sources.CorpusNotPrepared, match="cpcjax.prepare librispeech"):
+        sources.check_prepared(config)
+
+    builder = prepare.prepare("librispeech_tfds", str(tmp_path))
+    assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"librispeech_tfds: prepared in {builder.data_dir}"
+    sources.check_prepared(config)
+    _read_through_stock_builder(config, monkeypatch)
+
+
+def test_librispeech_tfds_prepared_as_tfrecord_is_refused_then_converted(
+    stock_librispeech, monkeypatch, tmp_path, tiny_config, capsys
+):
+    # As TFDS prepares it by default, e.g. with `tfds build librispeech`.
+    stock_librispeech(data_dir=tmp_path).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+    config = tiny_config(pretrain__corpus="librispeech_tfds", data_dir=str(tmp_path))
+    with pytest.raises(sources.CorpusNotPrepared) as e:
+        sources.check_prepared(config)
+    (line,) = str(e.value).splitlines()
+    assert "prepared as tfrecord only" in line
+    assert line.endswith(
+        f"`python -m cpcjax.prepare librispeech_tfds --data_dir={tmp_path}`"
+    )
+
+    capsys.readouterr()
+    builder = prepare.prepare("librispeech_tfds", str(tmp_path))
+    out = capsys.readouterr().out
+    assert "librispeech_tfds: train_clean100: 1 shards copied" in out
+    assert "librispeech_tfds: dev_clean: 1 shards copied" in out
+    # The TFRecord files stay, for whoever streams them with tf.data.
+    suffixes = {
+        name.split(".")[1].split("-")[0]
+        for name in os.listdir(builder.data_dir)
+        if name.startswith("librispeech-")
+    }
+    assert suffixes == {"tfrecord", "array_record"}
+    sources.check_prepared(config)
+    _read_through_stock_builder(config, monkeypatch)

@@ -4,14 +4,17 @@ A subclass lists its items (utterances with metadata and an audio path) and
 yields TFDS examples; this base checks the manual directory, decodes audio on
 every core (streaming, bounded memory), skips and records every bad item, and
 writes `prepare_report_<name>.tsv` into the data directory with a one-line
-summary at the end.
+summary at the end, or stops with `NoUsableAudio` when nothing was usable.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Iterable, Iterator, TypeVar
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -21,10 +24,16 @@ from cpcjax.data import audio
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Where progress goes to a log rather than a terminal, a plain line this often.
+PROGRESS_SECONDS = 30.0
 
 
 class LayoutError(ValueError):
     """The manual directory is missing or is not laid out as the corpus is."""
+
+
+class NoUsableAudio(LayoutError):
+    """Every item of the manual directory was skipped: nothing to prepare."""
 
 
 def audio_feature() -> tfds.features.Audio:
@@ -50,15 +59,23 @@ class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
         super().__init__(*args, **kwargs)
         self.problems = audio.Problems()
         self.kept = 0
+        self.source = ""
+
+    @property
+    def _label(self) -> str:
+        """The builder's name, and its config's where the config names a dataset."""
+        config = self.builder_config
+        if config is None or config.name in ("default", self.name):
+            return self.name
+        return f"{self.name}/{config.name}"
 
     @property
     def report_path(self) -> str:
         """`prepare_report_<name>[_<config>].tsv`: one report per prepared dataset."""
-        config = self.builder_config
         suffix = (
             ""
-            if config is None or config.name in ("default", self.name)
-            else ("_" + config.name.replace("/", "_"))
+            if self._label == self.name
+            else "_" + self.builder_config.name.replace("/", "_")
         )
         return os.path.join(
             self._data_dir_root, f"prepare_report_{self.name}{suffix}.tsv"
@@ -88,6 +105,7 @@ class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
                 f"{self.name}: {root} lacks {', '.join(missing)}; expected "
                 f"layout:\n{self.EXPECTED_LAYOUT}"
             )
+        self.source = root
         return root
 
     def release_root(self, root: str) -> str:
@@ -108,23 +126,42 @@ class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
     ) -> Iterator[tuple[T, np.ndarray]]:
         """(item, 16 kHz int16 audio) for every item whose audio is usable.
 
-        Bad files are recorded in `self.problems` and skipped. A progress bar
-        shows counts and ETA.
+        Bad files are recorded in `self.problems` and skipped. Progress is a
+        bar with counts and ETA on a terminal, a plain line every
+        PROGRESS_SECONDS otherwise: a bar's carriage returns would make a log
+        one endless line.
         """
-        with tqdm.tqdm(
-            total=len(items), desc=desc, unit="file", dynamic_ncols=True
-        ) as bar:
-            for item, result in audio.load_many(items, path_of):
-                bar.update(1)
-                if isinstance(result, audio.BadAudio):
-                    self.problems.add("audio", result.path, result.reason)
-                    continue
-                self.kept += 1
-                yield item, result
+        results = audio.load_many(items, path_of)
+        if sys.stderr.isatty():
+            results = tqdm.tqdm(
+                results, total=len(items), desc=desc, unit="file", dynamic_ncols=True
+            )
+        last = time.monotonic()
+        for done, (item, result) in enumerate(results, 1):
+            if time.monotonic() - last >= PROGRESS_SECONDS:
+                last = time.monotonic()
+                print(f"{desc} {done}/{len(items)} files", file=sys.stderr, flush=True)
+            if isinstance(result, audio.BadAudio):
+                self.problems.add("audio", result.path, result.reason)
+                continue
+            self.kept += 1
+            yield item, result
 
     def finish(self) -> None:
-        """Writes the report and prints the one-line summary; warns on odd counts."""
+        """Writes the report and prints the one-line summary; warns on odd counts.
+
+        Raises:
+            NoUsableAudio: nothing was kept; the message names the manual dir,
+                what was skipped and the report.
+        """
         self.problems.write(self.report_path)
+        if not self.kept:
+            # Raised before TFDS finds the split empty, which it would report
+            # as an AssertionError saying only "No examples were yielded".
+            raise NoUsableAudio(
+                f"{self._label}: no usable audio in {self.source or 'the manual dir'}"
+                f" (skipped {self.problems.summary()}; reasons in {self.report_path})"
+            )
         line = (
             f"{self.name}: prepared {self.kept} utterances, skipped "
             f"{self.problems.summary()} (reasons in {self.report_path})"

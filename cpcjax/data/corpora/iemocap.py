@@ -158,7 +158,8 @@ manual dir; its parent folder works too.
                         doc="Utterance id, e.g. Ses01F_impro01_F000."
                     ),
                     "speaker": tfds.features.Text(
-                        doc="Session and sex of the speaker (last id token), e.g. Ses01M."
+                        doc="Session and sex of the speaker (last id token), "
+                        "e.g. Ses01M."
                     ),
                     "session": tfds.features.Scalar(dtype=np.int32, doc="Session 1-5."),
                     "dialog": tfds.features.Text(doc="Dialog, e.g. Ses01F_impro01."),
@@ -174,7 +175,8 @@ manual dir; its parent folder works too.
                     "labels_raw": tfds.features.Tensor(
                         shape=(3,),
                         dtype=np.float32,
-                        doc=f"Mean evaluator rating {triple}, as written (not clipped).",
+                        doc=f"Mean evaluator rating {triple}, as written "
+                        "(not clipped).",
                     ),
                     "start": tfds.features.Scalar(
                         dtype=np.float32, doc="Start in the dialog recording, seconds."

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 import tensorflow_datasets as tfds
 

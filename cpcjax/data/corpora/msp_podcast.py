@@ -312,8 +312,8 @@ of MspPodcastConfig.
                 "gender": tfds.features.Text(doc="Gender in lower case."),
                 "category": tfds.features.ClassLabel(
                     names=CATEGORIES,
-                    doc="EmoClass: Angry, Sad, Happy, sUrprise, Fear, Disgust, Contempt, "
-                    "Neutral, Other, X (no agreement).",
+                    doc="EmoClass: Angry, Sad, Happy, sUrprise, Fear, Disgust, "
+                    "Contempt, Neutral, Other, X (no agreement).",
                 ),
                 "labels": tfds.features.Tensor(
                     shape=(3,), dtype=np.float32, doc=_LABELS_DOC
@@ -360,7 +360,7 @@ of MspPodcastConfig.
         self._pending = set(labels.by_split)
         self._counts: dict[str, int] = {}
         if not labels.by_split:
-            self.finish()
+            self.problems.write(self.report_path)
             raise base.LayoutError(
                 f"{self.name}: {labels_path} has no usable labeled row; reasons in "
                 f"{self.report_path}"
@@ -422,7 +422,7 @@ of MspPodcastConfig.
         if not kept:
             # TFDS would only say "No examples were yielded": write the report
             # now and name the split.
-            self.finish()
+            self.problems.write(self.report_path)
             raise base.LayoutError(
                 f"{self.name}: none of the {len(items)} wavs of split {split} is "
                 f"usable; reasons in {self.report_path}"
