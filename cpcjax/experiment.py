@@ -1,16 +1,6 @@
 """The stages of a method: pretrain, fine-tune per fold x seed, evaluate, report.
 
-Workdir layout of one method (see README, "Workdir layout"):
-
-  config.json                          resolved config of the run
-  pretrain/[fold<k>/]                  CPC stage (miniCPC: one per fold)
-      checkpoints/<step>/ metrics.jsonl events.out.tfevents.*
-  finetune/fold<k>/seed<s>/            one supervised run
-      checkpoints/<step>/ metrics.jsonl events.out.tfevents.* result.json
-      best/<step>/ best.json           params of the best dev CCC
-  plots/                               training_curves.png predicted_vs_true.png
-                                       tsne.png (methods with a CPC stage)
-  report.json report.md                the table
+What each stage writes where is `cpcjax.workdir`'s layout.
 
 A stage whose last checkpoint is at its final step, or a run that wrote its
 result.json, is finished and never rerun; an unfinished one resumes from its
@@ -19,7 +9,6 @@ last checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,31 +19,13 @@ import numpy as np
 
 from cpcjax import config as config_lib
 from cpcjax import evaluate, plots, probe, report
+from cpcjax import workdir as workdir_lib
 from cpcjax.data import pipeline, protocols, sources
 from cpcjax.models import build
 from cpcjax.train import checkpoint, loop, sharding
 from cpcjax.train import state as state_lib
 from cpcjax.train.steps import Programs
 
-RESULT_FILE = "result.json"
-PLOTS_DIR = "plots"
-CONFIG_FILE = "config.json"
-# Fields a rerun in the same workdir may change: they size or extend the run
-# without making its checkpoints and results mean something else.
-RESIZABLE = (
-    "seeds",
-    "folds",
-    "data_dir",
-    "pretrain.num_steps",
-    "pretrain.checkpoint_every",
-    "pretrain.log_every",
-    "finetune.num_steps",
-    "finetune.checkpoint_every",
-    "finetune.log_every",
-    "finetune.eval_batch_size",
-    "analysis.probe",
-    "analysis.plots",
-)
 log = logging.getLogger(__name__)
 
 
@@ -80,62 +51,13 @@ def _program_key(config) -> str:
     )
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def claim_workdir(config, workdir: str) -> None:
-    """Writes the resolved config to `workdir`, refusing one made by another config.
-
-    A rerun continues what is in `workdir`, so its checkpoints must come from
-    the same experiment; only the fields in RESIZABLE may change.
-    """
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILE)
-    new = json.loads(config.to_json_best_effort())
-    if os.path.exists(path):
-        with open(path) as fh:
-            old = _flat(json.load(fh))
-        flat = _flat(new)
-        changed = sorted(
-            k
-            for k in old.keys() | flat.keys()
-            if k not in RESIZABLE and old.get(k) != flat.get(k)
-        )
-        if changed:
-            raise config_lib.ConfigError(
-                f"{workdir} holds a run of another config ({', '.join(changed)} differ, "
-                f"see {path}); use a new --workdir, or delete it to start over"
-            )
-    if jax.process_index() == 0:
-        with open(path, "w") as fh:
-            json.dump(new, fh, indent=2)
-
-
-def _done_steps(directory: str) -> int:
-    ckpt_dir = os.path.join(directory, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
-        return 0
-    ckpts = checkpoint.Checkpoints(ckpt_dir)
-    try:
-        return ckpts.latest_step() or 0
-    finally:
-        ckpts.close()
-
-
 def pretrain_stage(
     config, programs: Programs, mesh, utts: pipeline.Utterances, workdir: str, name: str
 ) -> str:
     """Trains CPC on `utts` in `workdir`; returns its checkpoint directory."""
     p = config.pretrain
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if _done_steps(workdir) >= p.num_steps:
+    ckpt_dir = workdir_lib.checkpoint_dir(workdir)
+    if workdir_lib.finished_steps(workdir) >= p.num_steps:
         log.info("%s: finished earlier, reusing %s", name, ckpt_dir)
         return ckpt_dir
     batches = pipeline.CropBatches(
@@ -181,11 +103,10 @@ def finetune_run(
     name: str,
 ) -> dict:
     """One supervised run of one fold and seed; returns (and writes) its result."""
-    result_path = os.path.join(workdir, RESULT_FILE)
-    if os.path.exists(result_path):
-        log.info("%s: finished earlier, reading %s", name, result_path)
-        with open(result_path) as fh:
-            return json.load(fh)
+    result = workdir_lib.read_result(workdir)
+    if result is not None:
+        log.info("%s: finished earlier, reading its result in %s", name, workdir)
+        return result
     f = config.finetune
     seed = config.seed + seed_index
     train = emo.subset(split["train"])
@@ -208,7 +129,7 @@ def finetune_run(
         batches.batch(0),
         mesh,
     )
-    if cpc_checkpoint is not None and _done_steps(workdir) == 0:
+    if cpc_checkpoint is not None and workdir_lib.finished_steps(workdir) == 0:
         params = checkpoint.restore_params(cpc_checkpoint, state.params, build.CPC_KEYS)
         # Adam's moments are zeros of the params' shapes: no need to re-init.
         state = state.replace(params=params)
@@ -273,8 +194,7 @@ def finetune_run(
             "targets": utts.labels.tolist(),
         }
     if jax.process_index() == 0:
-        with open(result_path, "w") as fh:
-            json.dump(result, fh)
+        workdir_lib.write_result(workdir, result)
     log.info(
         "%s: test CCC %s",
         name,
@@ -288,7 +208,10 @@ def run_method(
 ) -> dict:
     """All stages of one method on the emotion corpus `emo`; returns its report row."""
     programs = {} if programs is None else programs
-    main_process_first(lambda: claim_workdir(config, workdir), f"claim {workdir}")
+    main_process_first(
+        lambda: workdir_lib.claim(config, workdir, write=jax.process_index() == 0),
+        f"claim {workdir}",
+    )
     mesh = sharding.make_mesh()
     for field in (
         "pretrain.batch_size",
@@ -301,10 +224,15 @@ def run_method(
     if key not in programs:
         programs[key] = Programs.build(config, mesh)
     prog = programs[key]
-    label = config_lib.METHOD_NAMES[config.method]
+    label = config_lib.label(config)
+    own_audio = config.pretrain.corpus == config_lib.OWN_AUDIO
+    init = config.finetune.init_from
 
+    # The encoder and context network fine-tuning starts from, if any.
     cpc_checkpoint = None
-    if config.method == "pre_cpc":
+    if init not in ("", config_lib.FROM_PRETRAINING):
+        cpc_checkpoint = os.path.expanduser(init)
+    elif init == config_lib.FROM_PRETRAINING and not own_audio:
         unlabeled = main_process_first(
             lambda: sources.unlabeled_corpus(config), "unlabeled corpus"
         )
@@ -313,7 +241,7 @@ def run_method(
             prog,
             mesh,
             unlabeled,
-            os.path.join(workdir, "pretrain"),
+            workdir_lib.pretrain_dir(workdir),
             f"{label} pretrain",
         )
     runs, cpc_checkpoints = [], {}
@@ -325,15 +253,15 @@ def run_method(
         config.seed,
     )
     for fold, split in folds.items():
-        if config.method == "mini_cpc":
+        if own_audio:
             # Labels unused; the test session's audio stays out of pretraining too.
-            own_audio = emo.subset(np.concatenate([split["train"], split["dev"]]))
+            audio = emo.subset(np.concatenate([split["train"], split["dev"]]))
             cpc_checkpoint = pretrain_stage(
                 config,
                 prog,
                 mesh,
-                own_audio,
-                os.path.join(workdir, "pretrain", f"fold{fold}"),
+                audio,
+                workdir_lib.pretrain_dir(workdir, fold),
                 f"{label} pretrain fold{fold}",
             )
         cpc_checkpoints[fold] = cpc_checkpoint
@@ -346,7 +274,7 @@ def run_method(
                 split,
                 fold,
                 s,
-                os.path.join(workdir, "finetune", f"fold{fold}", f"seed{s}"),
+                workdir_lib.run_dir(workdir, fold, s),
                 cpc_checkpoint,
                 f"{label} fold{fold} seed{s}",
             )
@@ -368,22 +296,16 @@ def run_method(
         except ValueError as e:  # e.g. too few training utterances for a probe
             log.warning("%s: no linear probe or t-SNE: %s", label, e)
     if config.analysis.plots and jax.process_index() == 0:
-        plot_dir = os.path.join(workdir, PLOTS_DIR)
+        plot_dir = workdir_lib.plots_dir(workdir)
         plots.training_curves(workdir, os.path.join(plot_dir, "training_curves.png"))
         plots.predicted_vs_true(
             [r["result"] for r in runs if r["seed"] == 0],
             os.path.join(plot_dir, "predicted_vs_true.png"),
             title=f"{label}, seed 0, test predictions of every fold",
         )
-    return report.method_row(config.method, runs, config_hash(config), probe_ccc)
-
-
-def config_hash(config) -> str:
-    """Names the experiment a row came from: the resolved config less what
-    may change between reruns of one workdir (RESIZABLE)."""
-    flat = _flat(json.loads(config.to_json_best_effort()))
-    kept = {k: v for k, v in flat.items() if k not in RESIZABLE}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
+    return report.method_row(
+        config.method, runs, workdir_lib.config_hash(config), probe_ccc
+    )
 
 
 def cpc_analysis(
@@ -434,7 +356,7 @@ def cpc_analysis(
             emo.categories,
             sources.category_names(config),
             emo.labels[:, 0],
-            os.path.join(workdir, PLOTS_DIR, "tsne.png"),
+            os.path.join(workdir_lib.plots_dir(workdir), "tsne.png"),
             seed=config.seed,
             title=f"{label}: utterance means of c_t, no labels used in training",
         )
@@ -443,23 +365,21 @@ def cpc_analysis(
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs a method config, or every method of a demo config; writes the report."""
-    if "methods" in config:
-        base = ml_collections.ConfigDict(config.to_dict())
-        del base["methods"]
-        method_configs = [config_lib.apply_method(base, m) for m in config.methods]
-    else:
-        method_configs = [config]
+    method_configs = config_lib.expand(config)
     for c in method_configs:
         config_lib.validate(c)
         sources.check_prepared(c)
-    main_process_first(lambda: claim_workdir(config, workdir), f"claim {workdir}")
+    main_process_first(
+        lambda: workdir_lib.claim(config, workdir, write=jax.process_index() == 0),
+        f"claim {workdir}",
+    )
     # Every method reads the same corpus; one process prepares it if needed.
     emo = main_process_first(lambda: sources.emotion_corpus(config), "emotion corpus")
     programs: dict = {}
     rows = []
     for c in method_configs:
-        method_dir = (
-            workdir if "methods" not in config else os.path.join(workdir, c.method)
+        method_dir = workdir_lib.method_dir(
+            workdir, c.method if "methods" in config else None
         )
         rows.append(run_method(c, method_dir, emo, programs))
     return report.write(

@@ -15,41 +15,16 @@ import os
 import re
 import sys
 
-import pytest
-
 import ipykernel  # noqa: F401  (the kernel the notebooks run in)
 import nbclient
 import nbformat
+import pytest
+from conftest import TINY
 from IPython.core.inputtransformer2 import TransformerManager  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
 KERNEL = "cpcjax-notebook-test"
-# The sizes of tests/test_predict.py, with pretraining as short as fine-tuning.
-TINY = {
-    "seeds": 1,
-    "folds": (1,),
-    "synthetic.emotion_utterances_per_speaker": 6,
-    "synthetic.unlabeled_speakers": 4,
-    "synthetic.unlabeled_utterances_per_speaker": 3,
-    "model.channels": 16,
-    "model.context_hidden": 16,
-    "model.d_model": 16,
-    "model.mlp_hidden": 16,
-    "model.num_negatives": 8,
-    "model.predict_steps": 4,
-    "pretrain.window": 5120,
-    "pretrain.num_steps": 4,
-    "pretrain.checkpoint_every": 2,
-    "pretrain.log_every": 1,
-    "finetune.num_steps": 4,
-    "finetune.checkpoint_every": 2,
-    "finetune.log_every": 1,
-    "finetune.batch_size": 8,
-    "finetune.eval_batch_size": 8,
-    "finetune.buckets": (1.0,),
-    "finetune.eval_every": 2,
-}
 # What a notebook may import besides the standard library.
 ALLOWED_IMPORTS = {
     "cpcjax",

@@ -145,7 +145,7 @@ def check_prepared(config) -> None:
     root = data_dir(config)
     if config.corpus != "synthetic":
         _prepared(config.corpus, root)
-    if config.method == "pre_cpc" and config.pretrain.corpus != "synthetic_unlabeled":
+    if config.pretrain.corpus not in ("none", "emotion_train", "synthetic_unlabeled"):
         corpus, options = _pretrain_builder(config)
         _prepared(corpus, root, **options)
 
@@ -230,7 +230,7 @@ def emotion_corpus(config) -> pipeline.Utterances:
 
 
 def unlabeled_corpus(config) -> pipeline.Utterances:
-    """The pretraining corpus of preCPC (`config.pretrain.corpus`), indexed."""
+    """The unlabeled pretraining corpus `config.pretrain.corpus`, indexed."""
     if config.pretrain.corpus == "synthetic_unlabeled":
         source = _synthetic(config, "unlabeled").as_data_source("train")
         return pipeline.index_source(source, labeled=False, desc="unlabeled corpus")
