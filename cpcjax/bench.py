@@ -16,6 +16,13 @@ compile time, XLA's FLOPs per step, peak device memory where the backend
 reports it, peak host memory, and MFU against the device's bf16 dense peak
 where known.
 
+The `startup` case times what a run does before its first step, compiling
+aside: opening a prepared corpus and making the host's first batch, on
+synthetic corpora of `--startup_utterances` (1k and 20k by default) prepared
+once into the config's data_dir. The prepared index holds what the samplers
+need, so no audio is read before that batch and the times should not grow
+with the corpus.
+
 The `reference` case times cpcjax's float32 CPC step side by side with
 facebookresearch/CPC_audio's, built by CPC_audio's own code from a checkout
 you point `--reference_dir` at (it needs PyTorch; CPC_audio is not part of
@@ -59,14 +66,25 @@ _DTYPES = flags.DEFINE_list(
 _CASES = flags.DEFINE_list(
     "cases",
     ["pretrain", "finetune", "input"],
-    "Cases to run: pretrain, finetune, input, reference.",
+    "Cases to run: pretrain, finetune, input, reference, startup.",
+)
+_STARTUP_UTTERANCES = flags.DEFINE_list(
+    "startup_utterances",
+    ["1000", "20000"],
+    "startup: sizes of the synthetic corpora a run starts from, multiples of "
+    "10; each is prepared once into the config's data_dir.",
 )
 _REFERENCE_DIR = flags.DEFINE_string(
     "reference_dir",
     None,
     "A facebookresearch/CPC_audio checkout, for --cases=reference.",
 )
-CASES = ("pretrain", "finetune", "input", "reference")
+CASES = ("pretrain", "finetune", "input", "reference", "startup")
+# startup: utterances of the synthesizer's shortest length, quick to prepare,
+# ten per speaker; each size is timed this many times after a warm-up.
+STARTUP_SECONDS = 0.5
+STARTUP_PER_SPEAKER = 10
+STARTUP_REPEATS = 5
 # The CPC_audio harness sits beside the package in a checkout of cpcjax, out
 # of the package's import path: it imports CPC_audio and PyTorch.
 REFERENCE_HARNESS = os.path.join(
@@ -94,18 +112,6 @@ def _peak(device_kind: str) -> float | None:
 
 def _host_peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def _resolve_config(argv: list[str]) -> list[str]:
-    """Lets --config name a shipped config (`pre_cpc:synthetic`), as in main."""
-    from cpcjax import config as config_lib
-
-    return [
-        "--config=" + config_lib.resolve(a.split("=", 1)[1])
-        if a.startswith("--config=")
-        else a
-        for a in argv
-    ]
 
 
 def reference_harness():
@@ -356,6 +362,109 @@ def _input_case(data_dir: str, consumed: dict) -> None:
     print(json.dumps(line), flush=True)
 
 
+def _startup_sizes() -> list[int]:
+    """--startup_utterances as numbers; exits in one line on a bad one."""
+    try:
+        sizes = [int(n) for n in _STARTUP_UTTERANCES.value]
+    except ValueError:
+        sizes = []
+    if not sizes or any(n <= 0 or n % STARTUP_PER_SPEAKER for n in sizes):
+        cli.fail(
+            f"--startup_utterances: {','.join(_STARTUP_UTTERANCES.value)!r}: give "
+            f"positive multiples of {STARTUP_PER_SPEAKER}, e.g. 1000,20000"
+        )
+    return sizes
+
+
+def _cpu_name() -> str:
+    """The host CPU's model name (as `lscpu` shows it), or its architecture."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _startup_case(data_dir: str) -> None:
+    """Time from start to the host's first batch, on synthetic corpora of each size.
+
+    What a run does before its first step, compiling aside: open the prepared
+    dataset (builder, index, random-access source), then make this host's
+    share of the first batch of CPC crops. Each corpus is prepared once into
+    `data_dir` and reused by later runs; `prepare_s` is its preparation time,
+    or null where it was prepared already. The sizes are timed in turn,
+    STARTUP_REPEATS times after a warm-up round (imports, first file opens),
+    and each reports its median; `ratio` is the largest size's over the
+    smallest's.
+    """
+    import jax
+    import numpy as np
+
+    from cpcjax.data import index, pipeline
+    from cpcjax.data.corpora import synthetic
+    from cpcjax.train import sharding
+
+    sizes = _startup_sizes()
+    window = round(STARTUP_SECONDS * SAMPLE_RATE)
+    rows = sharding.process_rows(_BATCH.value)
+    corpora = {
+        n: synthetic.SyntheticSpeechConfig(
+            name=f"startup_{n}",
+            part="unlabeled",
+            num_speakers=n // STARTUP_PER_SPEAKER,
+            utterances_per_speaker=STARTUP_PER_SPEAKER,
+            min_seconds=STARTUP_SECONDS,
+            max_seconds=STARTUP_SECONDS,
+        )
+        for n in sizes
+    }
+    prepare_s = {}
+    for n, corpus in corpora.items():
+        prepare_s[n] = None
+        if not synthetic.SyntheticSpeech(
+            config=corpus, data_dir=data_dir
+        ).is_prepared():
+            t = time.perf_counter()
+            synthetic.load_synthetic(corpus, data_dir)
+            prepare_s[n] = round(time.perf_counter() - t, 2)
+
+    def start(corpus) -> float:
+        t = time.perf_counter()
+        builder = synthetic.load_synthetic(corpus, data_dir)
+        utts = index.utterances(builder, ["train"], labeled=False, desc=corpus.name)
+        pipeline.CropBatches(utts, window, _BATCH.value, 0, rows).batch(0)
+        return time.perf_counter() - t
+
+    times = {n: [] for n in sizes}
+    for repeat in range(1 + STARTUP_REPEATS):
+        for n, corpus in corpora.items():
+            took = start(corpus)
+            if repeat:
+                times[n].append(took)
+    startup_s = [float(np.median(times[n])) for n in sizes]
+    smallest, largest = sizes.index(min(sizes)), sizes.index(max(sizes))
+    line = {
+        "case": "startup",
+        "cpu": _cpu_name(),
+        "platform": jax.devices()[0].platform,
+        "batch": _BATCH.value,
+        "window": window,
+        "utterance_s": STARTUP_SECONDS,
+        "utterances": sizes,
+        "startup_s": [round(s, 4) for s in startup_s],
+        "prepare_s": [prepare_s[n] for n in sizes],
+        "ratio": round(startup_s[largest] / startup_s[smallest], 3),
+        "repeats": STARTUP_REPEATS,
+        "peak_host_gib": round(_host_peak_gib(), 3),
+    }
+    print(json.dumps(line), flush=True)
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (see --help)")
@@ -367,6 +476,8 @@ def main(argv) -> None:
     unknown = [c for c in _CASES.value if c not in CASES]
     if unknown:
         cli.fail(f"--cases: {', '.join(unknown)} unknown; use {', '.join(CASES)}")
+    if "startup" in _CASES.value:
+        _startup_sizes()
     harness = None
     if "reference" in _CASES.value:
         if not _REFERENCE_DIR.value:
@@ -397,7 +508,11 @@ def main(argv) -> None:
         _reference_case(harness, mesh, rng)
     if "input" in _CASES.value:
         _input_case(_CONFIG.value.data_dir, consumed)
+    if "startup" in _CASES.value:
+        from cpcjax.data import sources
+
+        _startup_case(sources.data_dir(_CONFIG.value))
 
 
 if __name__ == "__main__":
-    cli.run(main, doc=__doc__, prepare_argv=_resolve_config)
+    cli.run(main, doc=__doc__, prepare_argv=cli.resolve_config_flag)

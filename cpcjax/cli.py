@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from absl import app, flags
 
-from cpcjax import logs
+from cpcjax import logs, paths
 
 EXIT_USAGE = 2
 # Exceptions whose message is the whole story: printed as one `error:` line.
@@ -43,8 +43,9 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from cpcjax.config import ConfigError
+    from cpcjax.paths import StorageError
 
-    return (ConfigError, *USER_ERRORS)
+    return (ConfigError, StorageError, *USER_ERRORS)
 
 
 def _clean(message: str) -> str:
@@ -91,6 +92,28 @@ def _parser(doc: str | None, help_extra, prepare_argv):
     return parse
 
 
+def resolve_config_flag(argv: list[str]) -> list[str]:
+    """argv with `--config` resolved to a file (a shipped config may be named:
+    `pre_cpc:synthetic`); fails in one line on a missing file, an unknown
+    corpus, or a `--config.FIELD` that does not exist."""
+    from cpcjax import config as config_lib
+
+    out, spec = [], None
+    for arg in argv:
+        if arg.startswith("--config="):
+            spec = config_lib.resolve(arg.split("=", 1)[1])
+            arg = "--config=" + spec
+        out.append(arg)
+    if spec is not None:
+        fields = [
+            a[len("--config.") :].split("=", 1)[0]
+            for a in argv
+            if a.startswith("--config.")
+        ]
+        config_lib.check_fields(config_lib.load(spec), fields)
+    return out
+
+
 def run(
     main: Callable[[list[str]], None],
     doc: str | None = None,
@@ -109,6 +132,7 @@ def run(
 
     def guarded(argv):
         logs.setup()
+        paths.configure_storage()
         try:
             main(argv)
         except _user_errors() as e:

@@ -17,6 +17,7 @@ import os
 
 import ml_collections
 
+from cpcjax import paths
 from cpcjax.constants import NORMS
 
 CORPORA = ("synthetic", "iemocap", "msp_podcast")
@@ -41,6 +42,17 @@ class ConfigError(ValueError):
 def label(config) -> str:
     """The method's name in tables: "preCPC" for "pre_cpc"."""
     return METHOD_NAMES.get(config.method, config.method)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: a config dict by dotted field name."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _close_match(name: str, candidates) -> str:
@@ -151,6 +163,52 @@ def load(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(arg) if arg else module.get_config()
 
 
+CONTEXT_CELLS = ("gru", "lstm")
+PREDICT_HEADS = ("linear", "transformer")
+SCORES = ("raw", "scaled")
+NEGATIVES = ("groups", "speaker")
+
+
+def _validate_cpc_variants(c: ml_collections.ConfigDict, need) -> None:
+    """The CPC_audio variants of config.model, and where each can run."""
+    m = c.model
+    need(
+        m.context_cell in CONTEXT_CELLS, "model.context_cell", f"one of {CONTEXT_CELLS}"
+    )
+    need(
+        isinstance(m.context_layers, int) and m.context_layers >= 1,
+        "model.context_layers",
+        "must be an int >= 1",
+    )
+    need(
+        m.predict_heads in PREDICT_HEADS,
+        "model.predict_heads",
+        f"one of {PREDICT_HEADS}",
+    )
+    need(m.score in SCORES, "model.score", f"must be one of {SCORES}")
+    need(m.negatives in NEGATIVES, "model.negatives", f"must be one of {NEGATIVES}")
+    if m.predict_heads == "transformer":
+        need(
+            m.context_hidden == m.channels,
+            "model.predict_heads",
+            "transformer heads need model.context_hidden == model.channels",
+        )
+        need(
+            c.finetune.cpc_weight == 0,
+            "model.predict_heads",
+            "transformer heads have a fixed sequence size (the pretraining "
+            "window) and cannot score jointCPC's variable-length batches; use "
+            "linear heads with finetune.cpc_weight > 0",
+        )
+    if m.negatives == "speaker":
+        need(
+            c.finetune.cpc_weight == 0,
+            "model.negatives",
+            "speaker pools need speaker ids, which only pretraining batches "
+            "carry; use groups with finetune.cpc_weight > 0",
+        )
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Fails before anything compiles, naming the field at fault."""
 
@@ -162,6 +220,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(isinstance(c.seeds, int) and c.seeds >= 1, "seeds", "must be an int >= 1")
     need(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
     need(c.model.norm in NORMS, "model.norm", f"must be one of {NORMS}")
+    _validate_cpc_variants(c, need)
     for stage in ("pretrain", "finetune"):
         for field in ("num_steps", "batch_size", "checkpoint_every", "log_every"):
             value = c[stage][field]
@@ -193,7 +252,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"a CPC stage is only trained for finetune.init_from={FROM_PRETRAINING!r}",
         )
     need(
-        init in ("", FROM_PRETRAINING) or os.path.isdir(os.path.expanduser(init)),
+        init in ("", FROM_PRETRAINING) or paths.isdir(paths.resolve(init)),
         "finetune.init_from",
         f"must be '', {FROM_PRETRAINING!r}, or an existing checkpoints/ directory",
     )

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import jax
 import ml_collections
 import numpy as np
 
 from cpcjax import config as config_lib
-from cpcjax import evaluate, plots, probe, report
+from cpcjax import evaluate, paths, plots, probe, report
 from cpcjax import workdir as workdir_lib
 from cpcjax.data import pipeline, protocols, sources
 from cpcjax.models import build
@@ -27,18 +26,6 @@ from cpcjax.train import state as state_lib
 from cpcjax.train.steps import Programs
 
 log = logging.getLogger(__name__)
-
-
-def main_process_first(fn, name: str):
-    """Runs `fn` on process 0, then on the others: one process prepares a
-    corpus or writes a file, the rest read what it made."""
-    if jax.process_count() == 1:
-        return fn()
-    from jax.experimental import multihost_utils
-
-    result = fn() if jax.process_index() == 0 else None
-    multihost_utils.sync_global_devices(name)
-    return result if jax.process_index() == 0 else fn()
 
 
 def _program_key(config) -> str:
@@ -208,7 +195,7 @@ def run_method(
 ) -> dict:
     """All stages of one method on the emotion corpus `emo`; returns its report row."""
     programs = {} if programs is None else programs
-    main_process_first(
+    sharding.main_process_first(
         lambda: workdir_lib.claim(config, workdir, write=jax.process_index() == 0),
         f"claim {workdir}",
     )
@@ -231,9 +218,9 @@ def run_method(
     # The encoder and context network fine-tuning starts from, if any.
     cpc_checkpoint = None
     if init not in ("", config_lib.FROM_PRETRAINING):
-        cpc_checkpoint = os.path.expanduser(init)
+        cpc_checkpoint = paths.resolve(init)
     elif init == config_lib.FROM_PRETRAINING and not own_audio:
-        unlabeled = main_process_first(
+        unlabeled = sharding.main_process_first(
             lambda: sources.unlabeled_corpus(config), "unlabeled corpus"
         )
         cpc_checkpoint = pretrain_stage(
@@ -287,94 +274,51 @@ def run_method(
                     "targets": np.asarray(result["test"]["targets"]),
                 }
             )
-    probe_ccc = None
+    probe_ccc, tsne = None, None
     if cpc_checkpoint is not None and config.analysis.probe:
         try:
-            probe_ccc = cpc_analysis(
-                config, emo, folds, cpc_checkpoints, mesh, workdir, label
+            probe_ccc, embeddings = probe.fold_probe(
+                config, emo, folds, cpc_checkpoints, mesh
             )
         except ValueError as e:  # e.g. too few training utterances for a probe
             log.warning("%s: no linear probe or t-SNE: %s", label, e)
+        else:
+            log.info(
+                "%s: linear probe of CPC features, CCC %s",
+                label,
+                " ".join(f"{k} {v:.3f}" for k, v in probe_ccc.items()),
+            )
+            names = sources.category_names(config)
+            tsne = plots.TsneInput(embeddings, emo.categories, names, emo.labels[:, 0])
     if config.analysis.plots and jax.process_index() == 0:
-        plot_dir = workdir_lib.plots_dir(workdir)
-        plots.training_curves(workdir, os.path.join(plot_dir, "training_curves.png"))
-        plots.predicted_vs_true(
+        plots.method_figures(
+            workdir,
+            label,
             [r["result"] for r in runs if r["seed"] == 0],
-            os.path.join(plot_dir, "predicted_vs_true.png"),
-            title=f"{label}, seed 0, test predictions of every fold",
+            tsne,
+            seed=config.seed,
         )
     return report.method_row(
         config.method, runs, workdir_lib.config_hash(config), probe_ccc
     )
 
 
-def cpc_analysis(
-    config,
-    emo: pipeline.Utterances,
-    folds: dict,
-    checkpoints: dict,
-    mesh,
-    workdir: str,
-    label: str,
-) -> dict:
-    """Linear probe of the frozen CPC features per fold, and their t-SNE.
-
-    No label reaches the CPC features: the probe fits a ridge regression on
-    the utterance means of c_t of each fold's training utterances and
-    predicts its test utterances; the table gets the CCC pooled over folds.
-    """
-    embeddings: dict[str, np.ndarray] = {}  # one pass per distinct checkpoint
-    preds, targets = [], []
-    for fold, split in folds.items():
-        ckpt = checkpoints[fold]
-        if ckpt not in embeddings:
-            params = probe.load_cpc_params(ckpt, config, mesh)
-            embeddings[ckpt] = probe.utterance_embeddings(
-                params, config, emo, mesh, config.finetune.eval_batch_size
-            )
-        x = embeddings[ckpt]
-        train = np.concatenate([split["train"], split["dev"]])
-        fit = probe.linear_probe(
-            x[train],
-            emo.labels[train],
-            x[split["test"]],
-            emo.labels[split["test"]],
-            seed=config.seed,
-        )
-        preds.append(fit["preds"])
-        targets.append(emo.labels[split["test"]])
-    pooled = evaluate.corpus_ccc(np.concatenate(preds), np.concatenate(targets))
-    log.info(
-        "%s: linear probe of CPC features, CCC %s",
-        label,
-        " ".join(f"{k} {v:.3f}" for k, v in pooled.items()),
-    )
-    if config.analysis.plots and jax.process_index() == 0:
-        first = checkpoints[next(iter(folds))]
-        plots.tsne(
-            embeddings[first],
-            emo.categories,
-            sources.category_names(config),
-            emo.labels[:, 0],
-            os.path.join(workdir_lib.plots_dir(workdir), "tsne.png"),
-            seed=config.seed,
-            title=f"{label}: utterance means of c_t, no labels used in training",
-        )
-    return pooled
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs a method config, or every method of a demo config; writes the report."""
     method_configs = config_lib.expand(config)
+    paths.check_reachable(workdir, "--workdir")
+    paths.check_reachable(config.data_dir, "data_dir")
     for c in method_configs:
         config_lib.validate(c)
         sources.check_prepared(c)
-    main_process_first(
+    sharding.main_process_first(
         lambda: workdir_lib.claim(config, workdir, write=jax.process_index() == 0),
         f"claim {workdir}",
     )
     # Every method reads the same corpus; one process prepares it if needed.
-    emo = main_process_first(lambda: sources.emotion_corpus(config), "emotion corpus")
+    emo = sharding.main_process_first(
+        lambda: sources.emotion_corpus(config), "emotion corpus"
+    )
     programs: dict = {}
     rows = []
     for c in method_configs:

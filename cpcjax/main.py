@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import traceback
 
 from absl import flags
 from ml_collections import config_flags
@@ -52,31 +54,16 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "(TPU pod slices, SLURM).",
 )
 flags.mark_flags_as_required(["config"])
-
-
-def _resolve_config(argv: list[str]) -> list[str]:
-    """Lets --config name a shipped config, and fails in one line on a missing
-    file, an unknown corpus or a --config.FIELD that does not exist."""
-    out, spec = [], None
-    for arg in argv:
-        if arg.startswith("--config="):
-            spec = config_lib.resolve(arg.split("=", 1)[1])
-            arg = "--config=" + spec
-        out.append(arg)
-    if spec is not None:
-        fields = [a[len("--config.") :].split("=", 1)[0] for a in argv]
-        config_lib.check_fields(
-            config_lib.load(spec),
-            [f for f, a in zip(fields, argv) if a.startswith("--config.")],
-        )
-    return out
+# A process of a multi-process run that stops answering for this long is
+# taken for dead, and the others stop with an error instead of waiting.
+HEARTBEAT_TIMEOUT_S = 60
 
 
 def _help_extra() -> str:
     from cpcjax import configs
 
     base = config_lib.load("sup:iemocap")
-    fields = _flat(base.to_dict())
+    fields = config_lib.flatten(base.to_dict())
     width = max(len(k) for k in fields)
     return "\n".join(
         [
@@ -87,16 +74,6 @@ def _help_extra() -> str:
             *(f"  {k:<{width}}  {v!r}" for k, v in fields.items()),
         ]
     )
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def default_workdir(config_file: str, corpus: str) -> str:
@@ -115,9 +92,62 @@ def _start_distributed(jax) -> None:
             coordinator_address=_COORDINATOR.value,
             num_processes=_NUM_PROCESSES.value,
             process_id=_PROCESS_ID.value,
+            heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
         )
     elif _DISTRIBUTED.value:
-        jax.distributed.initialize()
+        jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+
+
+def _warn_if_gpu_unused(jax, log) -> None:
+    """One line when an NVIDIA GPU is visible but JAX runs on the CPU, as it
+    does with the CPU-only jaxlib of `pip install -e .`; not when the user
+    asked for the CPU with JAX_PLATFORMS."""
+    gpu = shutil.which("nvidia-smi") or os.path.exists("/dev/nvidia0")
+    chose_cpu = os.environ.get("JAX_PLATFORMS", "").strip() == "cpu"
+    if gpu and not chose_cpu and jax.default_backend() == "cpu":
+        log.warning(
+            "an NVIDIA GPU is visible but JAX runs on the CPU: install the GPU "
+            "build with pip install -e '.[gpu]' (jax[cuda12])"
+        )
+
+
+def _fail(jax, message: str, code: int = cli.EXIT_USAGE) -> None:
+    """Stops on `message`; in a multi-process run, this process at once.
+
+    A normal exit would wait at jax.distributed's shutdown barrier for the
+    other processes, which may be waiting for this one in a collective. Gone
+    at once, it breaks their collectives' connections (or misses its
+    heartbeats), and they stop too.
+    """
+    if jax.process_count() == 1:
+        cli.fail(message, code)
+    first = (str(message).strip().splitlines() or [""])[0]
+    print(
+        f"error: process {jax.process_index()}/{jax.process_count()}: {first}",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def _leave_the_others(jax, error: Exception) -> None:
+    """Ends this process of a multi-process run on `error`, in one line where
+    the error is understood."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    if isinstance(error, jax.errors.JaxRuntimeError):
+        # A collective or barrier failed: another process died or cannot be
+        # reached; its own log says why.
+        _fail(
+            jax,
+            f"lost contact with another process of the run ({first}); its log "
+            f"says why it stopped",
+            1,
+        )
+    if isinstance(error, config_lib.ConfigError):
+        _fail(jax, first)
+    traceback.print_exc()
+    _fail(jax, "stopped on the error above", 1)
 
 
 def main(argv) -> None:
@@ -147,6 +177,7 @@ def main(argv) -> None:
         jax.default_backend(),
         workdir,
     )
+    _warn_if_gpu_unused(jax, log)
     loop.stop_on_sigterm()
     try:
         result = experiment.run(config, workdir)
@@ -154,10 +185,16 @@ def main(argv) -> None:
         print(str(e), file=sys.stderr)
         sys.exit(0)
     except (CorpusNotPrepared, loop.TrainingDiverged) as e:
-        cli.fail(str(e))
+        _fail(jax, str(e))
+    except Exception as e:
+        if jax.process_count() == 1:
+            raise
+        _leave_the_others(jax, e)
     if jax.process_index() == 0:
         print(report.markdown(result))
 
 
 if __name__ == "__main__":
-    cli.run(main, doc=__doc__, help_extra=_help_extra, prepare_argv=_resolve_config)
+    cli.run(
+        main, doc=__doc__, help_extra=_help_extra, prepare_argv=cli.resolve_config_flag
+    )

@@ -8,8 +8,8 @@ display and leaves no global figure state behind.
 from __future__ import annotations
 
 import collections
-import json
-import os
+import dataclasses
+import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,7 +20,7 @@ from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 
 from cpcjax import config as config_lib
-from cpcjax import evaluate
+from cpcjax import evaluate, paths
 from cpcjax import workdir as workdir_lib
 from cpcjax.constants import DIMENSION_NAMES, DIMENSIONS
 
@@ -40,15 +40,13 @@ PANELS_PER_ROW = 3
 
 
 def _save(fig: Figure, out_path: str, dpi: int) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    # Drawn into memory and written whole: matplotlib writes local files
+    # only, and a figure is never left half-written.
     FigureCanvasAgg(fig)
-    fig.savefig(out_path, dpi=dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    paths.write_bytes(out_path, buffer.getvalue())
     return out_path
-
-
-def _read_jsonl(path: str) -> list[dict]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def _stages(workdir: str) -> list[dict]:
@@ -57,7 +55,7 @@ def _stages(workdir: str) -> list[dict]:
     for stage in stages:
         method = stage["method"]
         stage["method"] = config_lib.METHOD_NAMES.get(method, method or "run")
-        stage["lines"] = _read_jsonl(stage["metrics"])
+        stage["lines"] = paths.read_jsonl(stage["metrics"])
     return stages
 
 
@@ -162,7 +160,7 @@ def training_curves(workdir: str, out_path: str, dpi: int = DPI) -> str:
         frameon=False,
     )
     fig.suptitle(
-        f"Training curves: {os.path.basename(os.path.abspath(workdir))} "
+        f"Training curves: {paths.name(workdir)} "
         f"({len(runs)} stages; light = one run, dark = mean over runs)",
         fontsize=11,
     )
@@ -281,3 +279,55 @@ def tsne(
         title = f"t-SNE of utterance embeddings ({n} utterances, no labels in training)"
     fig.suptitle(title)
     return _save(fig, out_path, dpi), coords
+
+
+@dataclasses.dataclass(frozen=True)
+class TsneInput:
+    """What the t-SNE figure draws: embeddings [N, H] and per-utterance labels."""
+
+    embeddings: np.ndarray
+    categories: np.ndarray
+    category_names: Sequence[str]
+    activation: np.ndarray
+
+
+def method_figures(
+    workdir: str,
+    label: str,
+    results: Sequence[dict],
+    tsne_input: TsneInput | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """The figures of one method's workdir, in its plots folder.
+
+    Args:
+      workdir: the method's workdir.
+      label: the method's name in titles ("preCPC").
+      results: the result.json of one seed's run of every fold.
+      tsne_input: the CPC embeddings to draw, for methods with a CPC stage.
+      seed: t-SNE's seed.
+
+    Returns:
+      The paths written.
+    """
+    out = workdir_lib.plots_dir(workdir)
+    written = [
+        training_curves(workdir, paths.join(out, "training_curves.png")),
+        predicted_vs_true(
+            results,
+            paths.join(out, "predicted_vs_true.png"),
+            title=f"{label}, seed 0, test predictions of every fold",
+        ),
+    ]
+    if tsne_input is not None:
+        path, _ = tsne(
+            tsne_input.embeddings,
+            tsne_input.categories,
+            tsne_input.category_names,
+            tsne_input.activation,
+            paths.join(out, "tsne.png"),
+            seed=seed,
+            title=f"{label}: utterance means of c_t, no labels used in training",
+        )
+        written.append(path)
+    return written

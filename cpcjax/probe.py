@@ -11,7 +11,7 @@ features.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,7 @@ ENCODER_KEYS = build.CPC_KEYS
 DEFAULT_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _embed_fn(model, mesh):
     """The jitted mean-of-c_t program; cached so each bucket shape compiles once."""
 
@@ -168,3 +168,46 @@ def linear_probe(
     out["preds"] = preds
     out["alphas"] = {d: float(a) for d, a in zip(DIMENSIONS, best)}
     return out
+
+
+def fold_probe(config, emo, folds: dict, checkpoints: dict, mesh):
+    """Linear probe of the frozen CPC features of every fold, pooled.
+
+    No label reaches the CPC features: the probe fits a ridge regression on
+    the utterance means of c_t of each fold's training utterances and
+    predicts its test utterances; the table gets the CCC pooled over folds.
+
+    Args:
+      config: the method's config.
+      emo: the emotion corpus.
+      folds: fold -> {"train", "dev", "test"} row indices into `emo`.
+      checkpoints: fold -> the CPC checkpoint directory its recognizer started
+        from (one for every fold, or one per fold).
+      mesh: the device mesh.
+
+    Returns:
+      (pooled CCC per dimension and avg, the embeddings [N, H] of every
+      utterance under the first fold's checkpoint, for the t-SNE).
+    """
+    embeddings: dict[str, np.ndarray] = {}  # one pass per distinct checkpoint
+    preds, targets = [], []
+    for fold, split in folds.items():
+        ckpt = checkpoints[fold]
+        if ckpt not in embeddings:
+            params = load_cpc_params(ckpt, config, mesh)
+            embeddings[ckpt] = utterance_embeddings(
+                params, config, emo, mesh, config.finetune.eval_batch_size
+            )
+        x = embeddings[ckpt]
+        train = np.concatenate([split["train"], split["dev"]])
+        fit = linear_probe(
+            x[train],
+            emo.labels[train],
+            x[split["test"]],
+            emo.labels[split["test"]],
+            seed=config.seed,
+        )
+        preds.append(fit["preds"])
+        targets.append(emo.labels[split["test"]])
+    pooled = evaluate.corpus_ccc(np.concatenate(preds), np.concatenate(targets))
+    return pooled, embeddings[checkpoints[next(iter(folds))]]

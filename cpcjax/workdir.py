@@ -23,13 +23,12 @@ workdir before JAX starts.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import math
-import os
 
-from cpcjax.config import ConfigError
+from cpcjax import paths
+from cpcjax.config import ConfigError, flatten
 
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
@@ -67,65 +66,47 @@ class WorkdirError(Exception):
 
 def method_dir(workdir: str, method: str | None = None) -> str:
     """The workdir of `method` inside a demo workdir; `workdir` itself if None."""
-    return workdir if method is None else os.path.join(workdir, method)
+    return workdir if method is None else paths.join(workdir, method)
 
 
 def pretrain_dir(method_dir: str, fold=None) -> str:
     """The CPC stage of a method: one per fold when it pretrains per fold."""
-    stage = os.path.join(method_dir, PRETRAIN_DIR)
-    return stage if fold is None else os.path.join(stage, f"fold{fold}")
+    stage = paths.join(method_dir, PRETRAIN_DIR)
+    return stage if fold is None else paths.join(stage, f"fold{fold}")
 
 
 def run_dir(method_dir: str, fold, seed) -> str:
     """One fine-tuning run; "*" for `fold` or `seed` gives a glob pattern."""
-    return os.path.join(method_dir, FINETUNE_DIR, f"fold{fold}", f"seed{seed}")
+    return paths.join(method_dir, FINETUNE_DIR, f"fold{fold}", f"seed{seed}")
 
 
 def checkpoint_dir(stage_dir: str) -> str:
     """The Orbax checkpoints of a stage (a pretraining stage or a run)."""
-    return os.path.join(stage_dir, CHECKPOINTS_DIR)
+    return paths.join(stage_dir, CHECKPOINTS_DIR)
 
 
 def best_dir(run_dir: str) -> str:
     """The params model selection kept, one checkpoint at the best dev step."""
-    return os.path.join(run_dir, BEST_DIR)
+    return paths.join(run_dir, BEST_DIR)
 
 
 def plots_dir(method_dir: str) -> str:
-    return os.path.join(method_dir, PLOTS_DIR)
-
-
-def _read_json(path: str):
-    with open(path) as fh:
-        return json.load(fh)
+    return paths.join(method_dir, PLOTS_DIR)
 
 
 def read_result(run_dir: str) -> dict | None:
     """The result.json of a finished run, or None while it is unfinished."""
-    path = os.path.join(run_dir, RESULT_FILE)
-    return _read_json(path) if os.path.exists(path) else None
+    return paths.read_json(paths.join(run_dir, RESULT_FILE))
 
 
 def write_result(run_dir: str, result: dict) -> None:
     """Writes result.json, which marks the run finished."""
-    with open(os.path.join(run_dir, RESULT_FILE), "w") as fh:
-        json.dump(result, fh)
+    paths.write_json(paths.join(run_dir, RESULT_FILE), result)
 
 
 def read_config(workdir: str) -> dict | None:
     """The resolved config a workdir was claimed with, or None."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    return _read_json(path) if os.path.isfile(path) else None
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    return paths.read_json(paths.join(workdir, CONFIG_FILE))
 
 
 def claim(config, workdir: str, write: bool = True) -> None:
@@ -142,12 +123,12 @@ def claim(config, workdir: str, write: bool = True) -> None:
     Raises:
       ConfigError: `workdir` holds a run of another config.
     """
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILE)
+    paths.makedirs(workdir)
+    path = paths.join(workdir, CONFIG_FILE)
     new = json.loads(config.to_json_best_effort())
     old = read_config(workdir)
     if old is not None:
-        old, flat = _flat(old), _flat(new)
+        old, flat = flatten(old), flatten(new)
         changed = sorted(
             k
             for k in old.keys() | flat.keys()
@@ -159,21 +140,20 @@ def claim(config, workdir: str, write: bool = True) -> None:
                 f"differ, see {path}); use a new --workdir, or delete it to start over"
             )
     if write:
-        with open(path, "w") as fh:
-            json.dump(new, fh, indent=2)
+        paths.write_json(path, new, indent=2)
 
 
 def config_hash(config) -> str:
     """Names the experiment a row came from: the resolved config less what
     may change between reruns of one workdir (RESIZABLE)."""
-    flat = _flat(json.loads(config.to_json_best_effort()))
+    flat = flatten(json.loads(config.to_json_best_effort()))
     kept = {k: v for k, v in flat.items() if k not in RESIZABLE}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def finished_steps(stage_dir: str) -> int:
     """The step of the latest complete checkpoint of a stage; 0 if none."""
-    if not os.path.isdir(checkpoint_dir(stage_dir)):
+    if not paths.isdir(checkpoint_dir(stage_dir)):
         return 0
     # Orbax decides which step folders are complete; importing it here, not
     # at the top, keeps this module light and free of an import cycle.
@@ -226,10 +206,10 @@ def _dev_avg(result: dict) -> float:
 def finished_runs(method_dir: str) -> list[tuple[str, dict]]:
     """(run relative to `method_dir`, its result.json) of every finished run,
     in path order."""
-    pattern = os.path.join(run_dir(method_dir, "*", "*"), RESULT_FILE)
+    pattern = paths.join(run_dir("", "*", "*"), RESULT_FILE)
     return [
-        (os.path.relpath(os.path.dirname(p), method_dir), _read_json(p))
-        for p in sorted(glob.glob(pattern))
+        (paths.relpath(paths.parent(p), method_dir), paths.read_json(p))
+        for p in paths.glob(method_dir, pattern)
     ]
 
 
@@ -249,17 +229,21 @@ def choose_run(method_dir: str, run: str | None = None) -> tuple[str, dict, str]
       WorkdirError: the run is not finished, or no run is.
     """
     if run is not None:
-        result = read_result(os.path.join(method_dir, run))
+        result = read_result(paths.join(method_dir, run))
         if result is None:
             raise WorkdirError(
-                f"{os.path.join(method_dir, run)} is not a finished run: it has "
+                f"{paths.join(method_dir, run)} is not a finished run: it has "
                 f"no {RESULT_FILE} (written, with the label scale, when "
                 f"fine-tuning ends)"
             )
-        return os.path.normpath(run), result, "the run asked for"
+        return (
+            paths.relpath(paths.join(method_dir, run), method_dir),
+            result,
+            ("the run asked for"),
+        )
     results = finished_runs(method_dir)
     if not results:
-        pattern = os.path.relpath(run_dir(method_dir, "*", "*"), method_dir)
+        pattern = run_dir("", "*", "*")
         raise WorkdirError(
             f"{method_dir} has no finished fine-tuning run (no "
             f"{pattern}/{RESULT_FILE}); finish its training first"
@@ -288,16 +272,15 @@ def find_stages(workdir: str) -> list[dict]:
     """
     stages = []
     methods: dict[str, str | None] = {}
-    for root, dirs, files in os.walk(workdir):
-        dirs.sort()
+    for root, _, files in paths.walk(workdir):
         if METRICS_FILE not in files:
             continue
-        parts = tuple(os.path.relpath(root, workdir).split(os.sep))
+        parts = tuple(paths.relpath(root, workdir).split("/"))
         kinds = [i for i, p in enumerate(parts) if p in (PRETRAIN_DIR, FINETUNE_DIR)]
         if not kinds:
             continue
         i = kinds[-1]
-        owner = os.path.join(workdir, *parts[:i])
+        owner = paths.join(workdir, *parts[:i])
         if owner not in methods:
             config = read_config(owner) or {}
             methods[owner] = config.get("method") or ("/".join(parts[:i]) or None)
@@ -307,7 +290,7 @@ def find_stages(workdir: str) -> list[dict]:
                 "method": methods[owner],
                 "name": "/".join(parts[i + 1 :]),
                 "dir": root,
-                "metrics": os.path.join(root, METRICS_FILE),
+                "metrics": paths.join(root, METRICS_FILE),
                 "result": read_result(root),
             }
         )

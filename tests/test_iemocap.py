@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 import pytest
-import soundfile as sf
 import tensorflow_datasets as tfds
+from conftest import write_wav
 
 from cpcjax.data.corpora import base, iemocap
 
@@ -126,20 +126,21 @@ def _speech_like(seconds, rate, seed, channels=1):
     return np.stack([x] * channels, axis=1) if channels > 1 else x
 
 
-def _write_wav(path, kind, seed):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def _write_kind(path, kind, seed):
+    """A wav of IEMOCAP's shape, or a broken one: `kind` is seconds, "44k"
+    (a stereo 44.1 kHz file), "empty" or "cut" (truncated mid-data)."""
     if kind == "44k":
-        sf.write(
-            path, _speech_like(0.75, 44100, seed, channels=2), 44100, subtype="PCM_16"
-        )
+        wav = _speech_like(0.75, 44100, seed, channels=2)
+        write_wav(path, wav=wav, rate=44100, subtype="PCM_16")
     elif kind == "empty":
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         open(path, "wb").close()
     elif kind == "cut":
-        sf.write(path, _speech_like(0.6, 16000, seed), 16000, subtype="PCM_16")
+        write_wav(path, wav=_speech_like(0.6, 16000, seed), subtype="PCM_16")
         with open(path, "r+b") as f:
             f.truncate(44 + 1000)  # header + 500 samples of the 9600 it declares
     else:
-        sf.write(path, _speech_like(kind, 16000, seed), 16000, subtype="PCM_16")
+        write_wav(path, wav=_speech_like(kind, 16000, seed), subtype="PCM_16")
 
 
 def write_release(root):
@@ -155,7 +156,7 @@ def write_release(root):
             utt = re.search(r"Ses0\S+", summary).group()
             if wav is not None:
                 seed += 1
-                _write_wav(
+                _write_kind(
                     os.path.join(
                         release, session, "sentences", "wav", dialog, f"{utt}.wav"
                     ),

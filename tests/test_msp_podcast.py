@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 import pytest
-import soundfile as sf
 import tensorflow_datasets as tfds
+from conftest import write_wav
 
 from cpcjax.data.corpora import base, msp_podcast
 
@@ -50,15 +50,6 @@ V111_ROWS = [
 V111_COUNTS = {"train": 2, "development": 1, "test2": 1}
 
 
-def _write_wav(path, seconds=0.5, rate=16000, channels=1, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    tone = 0.3 * np.sin(2 * np.pi * (150 + 20 * seed) * t)
-    tone += 0.02 * rng.standard_normal(len(t))
-    data = np.stack([tone] * channels, axis=1) if channels > 1 else tone
-    sf.write(path, data.astype(np.float32), rate, subtype="PCM_16")
-
-
 def _release(root, rows, audio_dir, labels_dir, labels_file, skip_wavs=()):
     """A release tree: one wav per row (except `skip_wavs`) and the labels csv."""
     os.makedirs(os.path.join(root, audio_dir))
@@ -66,7 +57,7 @@ def _release(root, rows, audio_dir, labels_dir, labels_file, skip_wavs=()):
     for seed, row in enumerate(rows):
         name = row.split(",")[0]
         if name[:-4] not in skip_wavs:
-            _write_wav(os.path.join(root, audio_dir, name), seed=seed)
+            write_wav(os.path.join(root, audio_dir, name), seed=seed)
     with open(os.path.join(root, labels_dir, labels_file), "w") as f:
         f.write("\n".join([HEADER, *rows]) + "\n")
     return str(root)
@@ -111,7 +102,7 @@ def v18(tmp_path_factory):
         skip_wavs={"MSP-PODCAST_0001_0020"},
     )
     audio_dir = os.path.join(root, "Audios")
-    _write_wav(
+    write_wav(
         os.path.join(audio_dir, "MSP-PODCAST_1023_0235.wav"),
         seconds=0.5,
         rate=44100,
@@ -289,7 +280,7 @@ def test_missing_manual_dir_is_a_layout_error(tmp_path):
 def test_release_without_labels_is_a_layout_error(tmp_path):
     root = tmp_path / "MSP-PODCAST-Publish-1.11"
     os.makedirs(root / "Audios")
-    _write_wav(root / "Audios" / "MSP-PODCAST_0001_0008.wav")
+    write_wav(root / "Audios" / "MSP-PODCAST_0001_0008.wav")
     with pytest.raises(
         base.LayoutError, match="no folder Labels/ or labels/ or label/"
     ) as error:

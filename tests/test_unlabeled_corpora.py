@@ -11,8 +11,8 @@ import re
 
 import numpy as np
 import pytest
-import soundfile as sf
 import tensorflow_datasets as tfds
+from conftest import write_wav
 
 from cpcjax import prepare
 from cpcjax.data import sources
@@ -31,11 +31,6 @@ def _tone(seconds, rate=SR, channels=1, seed=0):
     if channels > 1:
         x = np.stack([x * (1 - 0.2 * c) for c in range(channels)], axis=1)
     return x.astype(np.float32)
-
-
-def _write(path, wav, rate=SR, **kwargs):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sf.write(path, wav, rate, **kwargs)
 
 
 def _prepare(builder, manual_dir, **kwargs):
@@ -92,9 +87,9 @@ def libri_root(tmp_path_factory):
     release = root / "LibriSpeech"
     for i, (utt, (subset, seconds)) in enumerate(LIBRI_GOOD.items()):
         speaker, chapter, _ = utt.split("-")
-        _write(
+        write_wav(
             str(release / subset / speaker / chapter / f"{utt}.flac"),
-            _tone(seconds, seed=i),
+            wav=_tone(seconds, seed=i),
             format="FLAC",
             subtype="PCM_16",
         )
@@ -110,9 +105,9 @@ def libri_root(tmp_path_factory):
         rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
     )
     (release / "dev-clean/84/121123/84-121123-0002.flac").write_bytes(b"")
-    _write(
+    write_wav(
         str(release / "train-clean-100/26/495/26-495-take2.flac"),
-        _tone(0.3),
+        wav=_tone(0.3),
         format="FLAC",
     )
     return root
@@ -256,21 +251,24 @@ def test_librispeech_configs_and_expected_counts():
 def talks_root(tmp_path_factory):
     """A folder of talks in mixed formats, rates and channel counts."""
     root = tmp_path_factory.mktemp("talks")
-    _write(
+    write_wav(
         str(root / "talkA/part1.wav"),
-        _tone(0.5, rate=44100, channels=2, seed=1),
+        wav=_tone(0.5, rate=44100, channels=2, seed=1),
         rate=44100,
     )
-    _write(
-        str(root / "talkB/x.ogg"), _tone(0.4, seed=2), format="OGG", subtype="VORBIS"
+    write_wav(
+        str(root / "talkB/x.ogg"),
+        wav=_tone(0.4, seed=2),
+        format="OGG",
+        subtype="VORBIS",
     )
-    _write(str(root / "talkB/y.flac"), _tone(0.3, seed=3), format="FLAC")
-    _write(str(root / "talkB/y.wav"), _tone(0.3, seed=4))  # same id as y.flac
-    _write(str(root / "talkB/silent.wav"), np.zeros(8000, np.float32))
-    _write(str(root / "talkC/long.wav"), _tone(2.5, seed=5))
-    _write(str(root / "intro.wav"), _tone(0.25, seed=6))  # no folder: no speaker
+    write_wav(str(root / "talkB/y.flac"), wav=_tone(0.3, seed=3), format="FLAC")
+    write_wav(str(root / "talkB/y.wav"), wav=_tone(0.3, seed=4))  # same id as y.flac
+    write_wav(str(root / "talkB/silent.wav"), wav=np.zeros(8000, np.float32))
+    write_wav(str(root / "talkC/long.wav"), wav=_tone(2.5, seed=5))
+    write_wav(str(root / "intro.wav"), wav=_tone(0.25, seed=6))  # no folder: no speaker
     (root / "notes.txt").write_text("talk list\n")
-    _write(str(root / ".cache/hidden.wav"), _tone(0.3))
+    write_wav(str(root / ".cache/hidden.wav"), wav=_tone(0.3))
     return root
 
 

@@ -56,3 +56,21 @@ def to_global(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
     return {
         k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()
     }
+
+
+def main_process_first(fn, name: str):
+    """Runs `fn` on process 0, then on the others: one process prepares a
+    corpus or writes a file, the rest read what it made.
+
+    The others wait in a device collective, with no timeout: preparing a
+    corpus may take hours. A process that dies meanwhile ends the wait for the
+    rest, at once (the collective loses a connection) or once its heartbeats
+    stop (`main.HEARTBEAT_TIMEOUT_S`).
+    """
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+
+    result = fn() if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices(name)
+    return result if jax.process_index() == 0 else fn()
