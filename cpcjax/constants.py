@@ -10,6 +10,8 @@ SECONDS_PER_FRAME = FRAME_HOP / SAMPLE_RATE
 DIMENSIONS = ("act", "val", "dom")
 DIMENSION_NAMES = {"act": "activation", "val": "valence", "dom": "dominance"}
 
-# Encoder normalisations (config.model.norm): none, a per-frame norm over
-# channels (CPC_audio's ChannelNorm), or flax's LayerNorm.
-NORMS = ("none", "channel", "layer")
+# Encoder normalisations (config.model.norm): none (CPC_audio's ID), a
+# per-frame norm over channels (CPC_audio's layerNorm, its ChannelNorm),
+# flax's LayerNorm, or a per-channel norm over each utterance's frames
+# (CPC_audio's instanceNorm).
+NORMS = ("none", "channel", "layer", "instance")

@@ -127,7 +127,106 @@ def sample_negatives(rng, frame_lens, num_frames, num_steps, num_negatives, grou
     return (j * num_frames + frame).astype(jnp.int32)
 
 
-def info_nce(zhat, z, neg_idx, frame_lens, group_size):
+def sample_speaker_negatives(rng, speakers, frame_lens, num_frames, num_negatives):
+    """Draws negatives from the utterances of the batch with the same speaker.
+
+    CPC_audio's default pool (`--samplingType samespeaker`): negatives of an
+    utterance come from its own speaker. Here the pool of utterance b is every
+    utterance of the batch whose speaker id equals b's, b included; an
+    utterance whose speaker is alone in the batch draws from itself. As in
+    CPC_audio, one draw serves every prediction step.
+
+    For every (b, t) and negative: an utterance j of b's pool is chosen
+    uniformly, then a frame uniformly among its `frame_lens[j]` valid frames.
+    The draw depends only on `rng`, the speaker ids and shapes, so the loss is
+    the same however many devices share the batch.
+
+    Args:
+        rng: PRNG key.
+        speakers: [B] int speaker id per utterance.
+        frame_lens: [B] int valid frames per utterance.
+        num_frames: T, frames per utterance in the batch.
+        num_negatives: negatives per prediction (N - 1).
+
+    Returns:
+        neg_idx: [B, T, num_negatives] int32 indices into the batch's B * T
+            frames (utterance j, frame t -> j * T + t).
+    """
+    speakers = jnp.asarray(speakers)
+    frame_lens = jnp.asarray(frame_lens, jnp.int32)
+    batch = speakers.shape[0]
+    same = speakers[:, None] == speakers[None, :]  # [B, B]
+    pool_size = jnp.sum(same, axis=1)  # [B], >= 1: b is in its own pool
+    # Row b lists b's pool first, in batch order.
+    members = jnp.argsort(~same, axis=1, stable=True)  # [B, B]
+    shape = (batch, num_frames, num_negatives)
+    rng_utt, rng_frame = jax.random.split(rng)
+    pick = jax.random.randint(rng_utt, shape, 0, pool_size[:, None, None])
+    j = jnp.take_along_axis(members, pick.reshape(batch, -1), axis=1).reshape(shape)
+    frame = jax.random.randint(rng_frame, shape, 0, jnp.maximum(frame_lens[j], 1))
+    return (j * num_frames + frame).astype(jnp.int32)
+
+
+def _valid_positions(frame_lens, num_frames, num_steps, positions):
+    """[B, T, K] float: t + k inside the utterance and t < positions."""
+    target = jnp.arange(num_frames)[:, None] + jnp.arange(1, num_steps + 1)[None]
+    valid = target[None] < jnp.asarray(frame_lens)[:, None, None]  # [B, T, K]
+    if positions is not None:
+        valid = valid & (jnp.arange(num_frames) < positions)[None, :, None]
+    return valid.astype(jnp.float32)
+
+
+def _nce_from_scores(scores, valid):
+    """Loss and accuracy from scores [B, T, K, N] (positive first) and `valid`."""
+    nll = -jax.nn.log_softmax(scores, axis=-1)[..., 0]  # [B, T, K]
+    per_step = jnp.sum(nll * valid, axis=(0, 1)) / jnp.maximum(
+        jnp.sum(valid, axis=(0, 1)), 1.0
+    )  # [K]
+    correct = (jnp.argmax(scores, axis=-1) == 0).astype(jnp.float32)
+    accuracy = jnp.sum(correct * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+    return jnp.sum(per_step), accuracy
+
+
+def info_nce_shared(zhat, z, neg_idx, frame_lens, positions=None, scale=1.0):
+    """InfoNCE with negatives anywhere in the batch, shared by the K steps.
+
+    The form of CPC_audio's criterion: the same negatives for every step,
+    picked from the batch's flattened frames (as `sample_speaker_negatives`
+    draws them, or as CPC_audio's own sampler did).
+
+    Args:
+        zhat: [B, T, K, D] predictions; zhat[:, t, k - 1] predicts z_{t+k}.
+        z: [B, T, D] encoder frames.
+        neg_idx: [B, P, N-1] int indices into the B * T frames, for the first
+            P <= T positions; later positions are not scored.
+        frame_lens: [B] int valid frames per utterance.
+        positions: score only t < positions (CPC_audio scores t < T - K);
+            None scores every t with t + k inside the utterance.
+        scale: multiplies every score (1 / D for CPC_audio's mean product).
+
+    Returns:
+        loss: scalar, the sum over k of the mean over valid (b, t).
+        accuracy: scalar, the fraction of valid (b, t, k) whose positive has
+            the top score.
+    """
+    batch, num_frames, num_steps, dim = zhat.shape
+    count = neg_idx.shape[1]
+    zhat = zhat[:, :count]  # [B, P, K, D]
+    negatives = z.reshape(batch * num_frames, dim)[neg_idx]  # [B, P, N-1, D]
+    target = jnp.arange(count)[:, None] + jnp.arange(1, num_steps + 1)[None]
+    positives = z[:, jnp.minimum(target, num_frames - 1)]  # [B, P, K, D]
+    pos = jnp.einsum(
+        "bpkd,bpkd->bpk", zhat, positives, preferred_element_type=jnp.float32
+    )
+    neg = jnp.einsum(
+        "bpkd,bpnd->bpkn", zhat, negatives, preferred_element_type=jnp.float32
+    )
+    scores = jnp.concatenate([pos[..., None], neg], axis=-1) * scale  # [B,P,K,N]
+    valid = _valid_positions(frame_lens, num_frames, num_steps, positions)
+    return _nce_from_scores(scores, valid[:, :count])
+
+
+def info_nce(zhat, z, neg_idx, frame_lens, group_size, positions=None, scale=1.0):
     """CPC's InfoNCE loss with negatives from fixed groups of utterances.
 
     For each valid (b, t, k), i.e. t + k < frame_lens[b], the scores are the
@@ -147,6 +246,9 @@ def info_nce(zhat, z, neg_idx, frame_lens, group_size):
             `sample_negatives`.
         frame_lens: [B] int valid frames per utterance.
         group_size: G, utterances per negative pool; must divide B.
+        positions: score only t < positions (CPC_audio scores t < T - K);
+            None scores every t with t + k inside the utterance.
+        scale: multiplies every score (1 / D for CPC_audio's mean product).
 
     Returns:
         loss: scalar, the sum over k of the mean over valid (b, t).
@@ -176,12 +278,5 @@ def info_nce(zhat, z, neg_idx, frame_lens, group_size):
     idx = idx.reshape(groups, group_size, num_frames, num_steps, -1)
     picked = jnp.take_along_axis(scores, idx, axis=-1)  # [Gn, G, T, K, N]
     picked = picked.astype(jnp.float32).reshape(batch, num_frames, num_steps, -1)
-
-    nll = -jax.nn.log_softmax(picked, axis=-1)[..., 0]  # [B, T, K]
-    valid = (target[None] < jnp.asarray(frame_lens)[:, None, None]).astype(jnp.float32)
-    per_step = jnp.sum(nll * valid, axis=(0, 1)) / jnp.maximum(
-        jnp.sum(valid, axis=(0, 1)), 1.0
-    )  # [K]
-    correct = (jnp.argmax(picked, axis=-1) == 0).astype(jnp.float32)
-    accuracy = jnp.sum(correct * valid) / jnp.maximum(jnp.sum(valid), 1.0)
-    return jnp.sum(per_step), accuracy
+    valid = _valid_positions(frame_lens, num_frames, num_steps, positions)
+    return _nce_from_scores(picked * scale, valid)

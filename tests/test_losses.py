@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from cpcjax.losses import ccc, ccc_loss, info_nce, sample_negatives
+from cpcjax.losses import (
+    ccc,
+    ccc_loss,
+    info_nce,
+    info_nce_shared,
+    sample_negatives,
+    sample_speaker_negatives,
+)
 
 
 def test_ccc_golden_values():
@@ -167,3 +174,49 @@ def test_sample_negatives_does_not_depend_on_sharding():
 def test_sample_negatives_rejects_batch_not_divisible_by_group():
     with pytest.raises(ValueError, match="model.negatives_group_size"):
         sample_negatives(jax.random.key(0), jnp.array([4, 4, 4]), 4, 1, 2, 2)
+
+
+def test_speaker_negatives_come_from_the_same_speaker_and_valid_frames():
+    speakers = jnp.array([3, 1, 3, 7, 1, 3])
+    lens = np.array([6, 5, 4, 6, 3, 2])
+    idx = np.asarray(sample_speaker_negatives(jax.random.key(0), speakers, lens, 6, 50))
+    assert idx.shape == (6, 6, 50)
+    utt, frame = idx // 6, idx % 6
+    assert np.all(np.asarray(speakers)[utt] == np.asarray(speakers)[:, None, None])
+    assert np.all(frame < lens[utt])
+    assert set(utt[3].ravel()) == {3}  # a speaker alone draws from itself
+    assert set(utt[0].ravel()) == {0, 2, 5}
+
+
+def test_speaker_negative_loss_does_not_depend_on_sharding():
+    rng = np.random.default_rng(0)
+    zhat = jnp.asarray(rng.normal(size=(8, 10, 3, 4)), jnp.float32)
+    z = jnp.asarray(rng.normal(size=(8, 10, 4)), jnp.float32)
+    speakers = jnp.array([0, 1, 0, 2, 1, 1, 3, 0])
+    lens = jnp.full((8,), 10)
+
+    def loss(key, zhat, z, speakers, lens):
+        idx = sample_speaker_negatives(key, speakers, lens, 10, 5)
+        return info_nce_shared(zhat, z, idx[:, :7], lens, positions=7, scale=0.25)
+
+    want = loss(jax.random.key(2), zhat, z, speakers, lens)
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    put = [jax.device_put(a, sharded) for a in (zhat, z, speakers, lens)]
+    got = jax.jit(loss)(jax.random.key(2), *put)
+    np.testing.assert_allclose(want, got, rtol=1e-6)
+
+
+def test_info_nce_positions_and_scale():
+    rng = np.random.default_rng(1)
+    zhat = jnp.asarray(rng.normal(size=(2, 6, 2, 3)), jnp.float32)
+    z = jnp.asarray(rng.normal(size=(2, 6, 3)), jnp.float32)
+    lens = jnp.array([6, 6])
+    idx = sample_negatives(jax.random.key(0), lens, 6, 2, 4, 2)
+    full, _ = info_nce(zhat, z, idx, lens, 2, scale=0.5)
+    same, _ = info_nce(zhat * 0.5, z, idx, lens, 2)
+    np.testing.assert_allclose(full, same, rtol=1e-6)
+    # Positions past `positions` do not count, whatever they predict.
+    cut, _ = info_nce(zhat, z, idx, lens, 2, positions=4)
+    noisy = zhat.at[:, 4:].set(100.0)
+    np.testing.assert_allclose(cut, info_nce(noisy, z, idx, lens, 2, positions=4)[0])

@@ -188,3 +188,55 @@ def test_freeze_cpc_stops_gradients_into_encoder_and_context():
     assert norm(frozen["encoder"]) == 0 and norm(frozen["context"]) == 0
     assert norm(frozen["recognizer"]) > 0
     assert norm(trained["encoder"]) > 0 and norm(trained["context"]) > 0
+
+
+def test_default_context_keeps_its_one_gru_parameter_tree():
+    tree = jax.eval_shape(
+        Context(hidden=8).init, jax.random.key(0), jnp.zeros((1, 4, 3))
+    )
+    assert set(tree["params"]) == {"gru"}
+    assert set(tree["params"]["gru"]) == {"ir", "iz", "in", "hr", "hz", "hn"}
+
+
+def test_context_variants_are_causal_and_masked():
+    z = jax.random.normal(jax.random.key(0), (2, 9, 5))
+    for cell, layers in (("lstm", 1), ("lstm", 2), ("gru", 3)):
+        model = Context(hidden=6, cell=cell, layers=layers)
+        params = _init(model, z)
+        names = {cell if i == 0 else f"{cell}{i}" for i in range(layers)}
+        assert set(params["params"]) == names
+        c = model.apply(params, z)
+        later = model.apply(params, z.at[:, 5:].set(3.0))
+        np.testing.assert_allclose(c[:, :5], later[:, :5], rtol=1e-6)
+        masked = model.apply(params, z, jnp.array([9, 4]))
+        assert np.all(np.asarray(masked[1, 4:]) == 0)
+
+
+def test_instance_norm_ignores_padding():
+    wav = jax.random.normal(jax.random.key(0), (1, 3200))
+    model = Encoder(channels=8, norm="instance")
+    params = _init(model, wav)
+    alone, _ = model.apply(params, wav)
+    padded, lens = model.apply(
+        params, jnp.pad(wav, ((0, 0), (0, 1600))), jnp.array([3200])
+    )
+    assert int(lens[0]) == alone.shape[1]
+    np.testing.assert_allclose(padded[0, : alone.shape[1]], alone[0], atol=1e-5)
+
+
+def test_transformer_heads_need_their_window_and_leave_the_tail_empty():
+    model = CPC(
+        channels=16,
+        context_hidden=16,
+        num_steps=3,
+        heads="transformer",
+        head_seq_len=17,
+    )
+    wav = jax.random.normal(jax.random.key(0), (2, 3200))  # 20 frames
+    params = _init(model, wav)
+    assert set(params["params"]["predict_heads"]) == {"head0", "head1", "head2"}
+    zhat = model.apply(params, wav)["zhat"]
+    assert zhat.shape == (2, 20, 3, 16)
+    assert np.all(np.asarray(zhat[:, 17:]) == 0)
+    with pytest.raises(ValueError, match="exactly 20 frames"):
+        model.apply(params, wav[:, :1600])

@@ -73,10 +73,24 @@ def get_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
 
     m = c.model = ml_collections.ConfigDict()
     m.channels = 512
-    m.norm = "channel"  # [ours] per-frame channel norm; none | channel | layer
+    # [ours] per-frame channel norm. none | channel | layer | instance; in
+    # CPC_audio's --normMode names: ID = none, layerNorm = channel (its
+    # ChannelNorm), instanceNorm = instance. Its batchNorm is not offered.
+    m.norm = "channel"
     m.context_hidden = 256
+    m.context_cell = "gru"  # gru | lstm (CPC_audio's --arMode, default LSTM)
+    m.context_layers = 1  # stacked recurrent layers (CPC_audio's --nLevelsGRU)
     m.predict_steps = 12
+    # linear: one bias-free map per step (the paper); transformer: CPC_audio's
+    # default one-layer transformer heads, which need context_hidden ==
+    # channels and run only on pretraining windows (not with jointCPC).
+    m.predict_heads = "linear"
+    m.score = "raw"  # raw: zhat . z; scaled: zhat . z / channels (CPC_audio's)
     m.num_negatives = 128  # [ours] N-1 negatives per prediction
+    # groups: [ours] from fixed groups of negatives_group_size utterances, per
+    # step; speaker: from the batch's utterances of the same speaker, shared
+    # by the steps (CPC_audio's default; pretraining only).
+    m.negatives = "groups"
     m.negatives_group_size = 8  # [ours] utterances sharing a negative pool
     m.attention_heads = 4  # [ours]
     m.d_model = 256  # [ours]

@@ -71,10 +71,16 @@ class Utterances:
         return np.asarray(wav, dtype=np.float32) / 32768.0
 
 
-def index_source(
-    source, labeled: bool, desc: str, partitions: np.ndarray | None = None
-) -> Utterances:
-    """Reads the metadata of every record once (audio lengths included)."""
+def index_fields(source, labeled: bool, desc: str) -> dict[str, np.ndarray]:
+    """What the samplers need of every record, read from the records themselves.
+
+    This reads every record whole, audio included: a prepared corpus keeps
+    these fields in its index (`cpcjax.data.index`) so that a run does not.
+
+    Returns:
+        {"lengths", "speakers", "names"} and, if `labeled`, {"labels",
+        "sessions", "categories"}: arrays aligned with the source's records.
+    """
     n = len(source)
     lengths = np.zeros(n, np.int64)
     speakers, names, labels, sessions, categories = [], [], [], [], []
@@ -89,17 +95,48 @@ def index_source(
             labels.append(np.asarray(ex["labels"], np.float32))
             sessions.append(int(ex.get("session", 0)))
             categories.append(int(ex.get("category", -1)))
+    fields = {
+        "lengths": lengths,
+        "speakers": np.asarray(speakers, dtype=str),
+        "names": np.asarray(names, dtype=str),
+    }
+    if labeled:
+        fields.update(
+            labels=np.asarray(labels, np.float32).reshape(n, 3),
+            sessions=np.asarray(sessions, np.int64),
+            categories=np.asarray(categories, np.int64),
+        )
+    return fields
+
+
+def from_fields(
+    source,
+    fields: dict[str, np.ndarray],
+    labeled: bool,
+    partitions: np.ndarray | None = None,
+) -> Utterances:
+    """`Utterances` of every record of `source`, described by `fields`.
+
+    Nothing is read from `source` here: its audio is read when a batch needs it.
+    """
     return Utterances(
         source=source,
-        records=np.arange(n),
-        lengths=lengths,
-        speakers=np.asarray(speakers),
-        names=np.asarray(names),
-        labels=np.stack(labels) if labeled else None,
-        sessions=np.asarray(sessions) if labeled else None,
-        categories=np.asarray(categories) if labeled else None,
+        records=np.arange(len(fields["lengths"])),
+        lengths=fields["lengths"],
+        speakers=fields["speakers"],
+        names=fields["names"],
+        labels=fields["labels"] if labeled else None,
+        sessions=fields["sessions"] if labeled else None,
+        categories=fields["categories"] if labeled else None,
         partitions=partitions,
     )
+
+
+def index_source(
+    source, labeled: bool, desc: str, partitions: np.ndarray | None = None
+) -> Utterances:
+    """`Utterances` of a source without an index: reads every record once."""
+    return from_fields(source, index_fields(source, labeled, desc), labeled, partitions)
 
 
 def _text(value) -> str:
@@ -111,7 +148,11 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 class CropBatches:
-    """Fixed-length random crops for CPC: batch(step) -> {"wav", "lengths"}."""
+    """Fixed-length random crops for CPC: batch(step) -> {"wav", "lengths", "speakers"}.
+
+    "speakers" holds int ids (one per distinct speaker name of the corpus, an
+    empty name being one more speaker) for same-speaker negative pools.
+    """
 
     def __init__(
         self, utts: Utterances, window: int, global_batch: int, seed: int, rows: slice
@@ -124,6 +165,9 @@ class CropBatches:
             )
         self.skipped = len(utts) - len(keep)
         self.utts = utts.subset(keep)
+        # Ids from the sorted names: the same on every process.
+        self.speaker_ids = np.unique(self.utts.speakers, return_inverse=True)[1]
+        self.speaker_ids = self.speaker_ids.reshape(-1).astype(np.int32)
         self.window, self.global_batch, self.seed, self.rows = (
             window,
             global_batch,
@@ -157,7 +201,8 @@ class CropBatches:
             ]
         )
         lengths = np.full(len(wav), self.window, np.int32)
-        return {"wav": wav, "lengths": lengths}
+        speakers = self.speaker_ids[rows[self.rows]]
+        return {"wav": wav, "lengths": lengths, "speakers": speakers}
 
 
 def bucket_lengths(buckets_seconds: Sequence[float]) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from cpcjax.constants import FRAME_HOP
 from cpcjax.models.cpc import CPC
 from cpcjax.models.recognizer import EmotionModel
 
@@ -21,13 +22,22 @@ def _encoder_fields(config) -> dict:
         "channels": m.channels,
         "norm": m.norm,
         "context_hidden": m.context_hidden,
+        "context_cell": m.context_cell,
+        "context_layers": m.context_layers,
         "dtype": compute_dtype(config),
     }
 
 
 def cpc_model(config) -> CPC:
     """The CPC model (encoder, context, prediction heads) of `config.model`."""
-    return CPC(num_steps=config.model.predict_steps, **_encoder_fields(config))
+    m = config.model
+    return CPC(
+        num_steps=m.predict_steps,
+        heads=m.predict_heads,
+        # Transformer heads are sized for the pretraining window's T - K.
+        head_seq_len=config.pretrain.window // FRAME_HOP - m.predict_steps,
+        **_encoder_fields(config),
+    )
 
 
 def emotion_model(config) -> EmotionModel:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
@@ -47,6 +49,147 @@ class PredictHeads(nn.Module):
         return jnp.einsum("bth,hkf->btkf", c, kernel)  # [B, T, K, features]
 
 
+HEADS = ("linear", "transformer")  # config.model.predict_heads
+
+
+class TransformerHead(nn.Module):
+    """One of CPC_audio's transformer prediction heads (`--rnnMode transformer`).
+
+    A single post-norm transformer layer: causal multi-head self-attention
+    with a learned relative-position term, then a ReLU feed-forward block.
+    The relative-position table and the causal mask are sized for exactly
+    `seq_len` positions, so the head only runs on sequences of that length.
+
+    Attributes:
+        features: model width; the input (c_t) must have this size too.
+        seq_len: the fixed number of positions.
+        num_heads: attention heads.
+        ff_hidden: units of the feed-forward block.
+        dropout: rate on the attention weights and the feed-forward block.
+        dtype: computation dtype; parameters stay float32.
+    """
+
+    features: int
+    seq_len: int
+    num_heads: int = 8
+    ff_hidden: int = 2048
+    dropout: float = 0.1
+    dtype: Any = jnp.float32
+
+    def _dense(self, features, name, use_bias=False):
+        return nn.Dense(
+            features,
+            use_bias=use_bias,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name=name,
+        )
+
+    def _norm(self, name):
+        # torch's LayerNorm: epsilon 1e-5 and the two-pass variance.
+        return nn.LayerNorm(
+            epsilon=1e-5,
+            use_fast_variance=False,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name=name,
+        )
+
+    @nn.compact
+    def __call__(self, x, deterministic=True):
+        """Maps x [B, seq_len, features] to predictions of the same shape."""
+        batch, length, dim = x.shape
+        heads, dk = self.num_heads, dim // self.num_heads
+
+        def split(y):  # [B, S, D] -> [B, heads, S, dk]
+            return y.reshape(batch, length, heads, dk).transpose(0, 2, 1, 3)
+
+        q = split(self._dense(dim, "query")(x))
+        k = split(self._dense(dim, "key")(x))
+        v = split(self._dense(dim, "value")(x))
+
+        def init(key, shape, dtype):  # uniform in +-1/sqrt(dk), as CPC_audio
+            bound = 1.0 / math.sqrt(dk)
+            return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+        relpos = self.param("relpos", init, (dk, self.seq_len), jnp.float32)
+        scores = jnp.einsum("bhsd,bhtd->bhst", q, k)  # [B, heads, S, S]
+        qp = jnp.einsum("bhsd,dt->bhst", q, relpos.astype(q.dtype))  # [B, h, S, S]
+        # The skew (CPC_audio's): a zero column in front, read back as
+        # [S + 1, S] and row 0 dropped, gives query s and key j <= s the term
+        # q_s . relpos[:, S - 1 - (s - j)]: one column per distance back. Keys
+        # after s get other values, which the causal mask drops.
+        qp = jnp.concatenate([jnp.zeros_like(qp[..., :1]), qp], axis=-1)
+        qp = qp.reshape(batch, heads, length + 1, length)[:, :, 1:]  # [B, h, S, S]
+        scores = (scores + qp) / math.sqrt(dk)
+        causal = jnp.tril(jnp.ones((length, length), bool))
+        scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
+        weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        weights = nn.Dropout(self.dropout)(weights, deterministic=deterministic)
+        attended = jnp.einsum("bhst,bhtd->bhsd", weights, v)  # [B, heads, S, dk]
+        attended = attended.transpose(0, 2, 1, 3).reshape(batch, length, dim)
+        y = self._norm("attention_norm")(x + self._dense(dim, "out")(attended))
+        h = nn.relu(self._dense(self.ff_hidden, "ff_hidden", use_bias=True)(y))
+        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        h = self._dense(dim, "ff_out", use_bias=True)(h)
+        return self._norm("ff_norm")(y + h)  # [B, S, D]
+
+
+class TransformerHeads(nn.Module):
+    """K transformer heads over the first T - K positions, as CPC_audio trains them.
+
+    CPC_audio predicts from c_t for t < T - K only, so every step has a
+    target inside the window; positions from T - K on get zero predictions,
+    which the loss leaves out (`info_nce(..., positions=T - K)`).
+
+    Attributes:
+        num_steps: K.
+        features: size of the predicted z; c_t must have the same size.
+        seq_len: T - K, the fixed number of positions the heads run on.
+        dtype: computation dtype; parameters stay float32.
+    """
+
+    num_steps: int = 12
+    features: int = 256
+    seq_len: int = 116
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, c, deterministic=True):
+        """Predicts z_{t+1} .. z_{t+K} from c_{<=t}.
+
+        Args:
+            c: [B, T, features] context vectors, with T - K == seq_len.
+            deterministic: disables dropout when True.
+
+        Returns:
+            zhat: [B, T, K, features]; zero at t >= seq_len.
+        """
+        batch, num_frames, width = c.shape
+        if num_frames - self.num_steps != self.seq_len:
+            raise ValueError(
+                f"model.predict_heads='transformer' runs on windows of exactly "
+                f"{self.seq_len + self.num_steps} frames (pretrain.window); got "
+                f"{num_frames}"
+            )
+        if width != self.features:
+            raise ValueError(
+                f"model.predict_heads='transformer' needs model.context_hidden "
+                f"== model.channels; got {width} and {self.features}"
+            )
+        x = c[:, : self.seq_len].astype(self.dtype)  # [B, T - K, H]
+        zhat = jnp.stack(
+            [
+                TransformerHead(
+                    self.features, self.seq_len, dtype=self.dtype, name=f"head{k}"
+                )(x, deterministic)
+                for k in range(self.num_steps)
+            ],
+            axis=2,
+        )  # [B, T - K, K, features]
+        return jnp.pad(zhat, ((0, 0), (0, self.num_steps), (0, 0), (0, 0)))
+
+
 class EncoderContext(nn.Module):
     """The encoder f and context network g that CPC and the recognizer share.
 
@@ -59,8 +202,10 @@ class EncoderContext(nn.Module):
         kernels: encoder kernel size per conv layer.
         strides: encoder stride per conv layer.
         paddings: encoder padding per conv layer.
-        norm: encoder normalisation, "none" | "channel" | "layer".
-        context_hidden: GRU units (size of c_t).
+        norm: encoder normalisation, "none" | "channel" | "layer" | "instance".
+        context_hidden: recurrent units (size of c_t).
+        context_cell: "gru" or "lstm".
+        context_layers: stacked recurrent layers.
         dtype: computation dtype; parameters stay float32.
     """
 
@@ -70,6 +215,8 @@ class EncoderContext(nn.Module):
     paddings: tuple[int, ...] = PADDINGS
     norm: str = "channel"
     context_hidden: int = 256
+    context_cell: str = "gru"
+    context_layers: int = 1
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -81,7 +228,12 @@ class EncoderContext(nn.Module):
             norm=self.norm,
             dtype=self.dtype,
         )
-        self.context = Context(hidden=self.context_hidden, dtype=self.dtype)
+        self.context = Context(
+            hidden=self.context_hidden,
+            cell=self.context_cell,
+            layers=self.context_layers,
+            dtype=self.dtype,
+        )
 
     def encode(self, wav, lengths=None):
         """Runs f then g.
@@ -100,30 +252,54 @@ class EncoderContext(nn.Module):
 
 
 class CPC(EncoderContext):
-    """CPC model: encoder, causal GRU context and K linear prediction heads.
+    """CPC model: encoder, causal recurrent context and K prediction heads.
 
     Attributes:
         num_steps: K, future frames predicted from each c_t.
+        heads: "linear" (one bias-free map per step) or "transformer"
+            (CPC_audio's transformer heads, on windows of exactly
+            `head_seq_len + num_steps` frames).
+        head_seq_len: T - K for transformer heads.
     """
 
     num_steps: int = 12
+    heads: str = "linear"
+    head_seq_len: int = 116
 
     def setup(self):
         super().setup()
-        self.predict_heads = PredictHeads(
-            num_steps=self.num_steps, features=self.channels, dtype=self.dtype
-        )
+        if self.heads == "transformer":
+            self.predict_heads = TransformerHeads(
+                num_steps=self.num_steps,
+                features=self.channels,
+                seq_len=self.head_seq_len,
+                dtype=self.dtype,
+            )
+        elif self.heads == "linear":
+            self.predict_heads = PredictHeads(
+                num_steps=self.num_steps, features=self.channels, dtype=self.dtype
+            )
+        else:
+            raise ValueError(
+                f"model.predict_heads: unknown heads {self.heads!r}; use one of "
+                f"{', '.join(HEADS)}"
+            )
 
-    def __call__(self, wav, lengths=None):
+    def __call__(self, wav, lengths=None, deterministic=True):
         """Encodes and predicts.
 
         Args:
             wav: [B, S] float waveform.
             lengths: [B] int valid samples, or None when all are valid.
+            deterministic: disables the transformer heads' dropout when True.
 
         Returns:
             A dict with z [B, T, C], c [B, T, H], zhat [B, T, K, C] and
             frame_lens [B] int32.
         """
         z, c, frame_lens = self.encode(wav, lengths)
-        return {"z": z, "c": c, "zhat": self.predict_heads(c), "frame_lens": frame_lens}
+        if self.heads == "transformer":
+            zhat = self.predict_heads(c, deterministic)
+        else:
+            zhat = self.predict_heads(c)
+        return {"z": z, "c": c, "zhat": zhat, "frame_lens": frame_lens}

@@ -73,6 +73,37 @@ class ChannelNorm(nn.Module):
         return (y * scale + bias).astype(self.dtype)
 
 
+class InstanceNorm(nn.Module):
+    """Per-utterance, per-channel normalisation over time, as torch's InstanceNorm1d.
+
+    CPC_audio's `normMode=instanceNorm` (affine, no running statistics). The
+    statistics run over the valid frames only, so padding does not change
+    them.
+
+    Attributes:
+        epsilon: added to the (biased) variance.
+        dtype: computation dtype of the output.
+    """
+
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask=None):
+        """Normalises `x` [B, T, C] over T; `mask` [B, T] bool marks valid frames."""
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        w = jnp.ones(x.shape[:2] + (1,), jnp.float32) if mask is None else mask
+        w = jnp.asarray(w, jnp.float32).reshape(x.shape[:2] + (1,))  # [B, T, 1]
+        count = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)  # [B, 1, 1]
+        mean = jnp.sum(x32 * w, axis=1, keepdims=True) / count  # [B, 1, C]
+        var = jnp.sum(jnp.square(x32 - mean) * w, axis=1, keepdims=True) / count
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+        return (y * scale + bias).astype(self.dtype)
+
+
 def _frame_mask(lengths, num_frames: int):
     return jnp.arange(num_frames)[None, :] < lengths[:, None]  # [B, T]
 
@@ -86,8 +117,9 @@ class Encoder(nn.Module):
         strides: stride per layer; the default's product, `FRAME_HOP`, gives
             10 ms frames at 16 kHz.
         paddings: symmetric zero padding per layer.
-        norm: "none", "channel" (per-frame over channels) or "layer"
-            (nn.LayerNorm over channels).
+        norm: "none", "channel" (per-frame over channels), "layer"
+            (nn.LayerNorm over channels) or "instance" (per channel over the
+            utterance's frames).
         dtype: computation dtype; parameters stay float32.
     """
 
@@ -103,6 +135,8 @@ class Encoder(nn.Module):
             return lambda x: x
         if self.norm == "channel":
             return ChannelNorm(dtype=self.dtype, name=f"norm{index}")
+        if self.norm == "instance":
+            return InstanceNorm(dtype=self.dtype, name=f"norm{index}")
         if self.norm == "layer":
             return nn.LayerNorm(
                 epsilon=1e-5,
@@ -158,10 +192,15 @@ class Encoder(nn.Module):
                 param_dtype=jnp.float32,
                 name=f"conv{i}",
             )(x)
-            x = nn.relu(self._make_norm(i)(x))  # [B, T_i, channels]
+            mask = None
             if lengths is not None:
                 lens = _layer_length(lens, k, s, p)
-                x = jnp.where(_frame_mask(lens, x.shape[1])[..., None], x, 0)
+                mask = _frame_mask(lens, x.shape[1])  # [B, T_i]
+            norm = self._make_norm(i)
+            x = norm(x, mask) if self.norm == "instance" else norm(x)
+            x = nn.relu(x)  # [B, T_i, channels]
+            if mask is not None:
+                x = jnp.where(mask[..., None], x, 0)
         if lengths is not None:
             frame_lens = lens.astype(jnp.int32)
         return x, frame_lens

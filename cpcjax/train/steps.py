@@ -17,22 +17,48 @@ from cpcjax.train import sharding
 from cpcjax.train import state as state_lib
 
 
-def cpc_terms(out: dict, rng, model_cfg) -> tuple[jax.Array, jax.Array]:
-    """InfoNCE loss and accuracy of a model output with z, zhat, frame_lens."""
+def cpc_terms(out: dict, rng, model_cfg, speakers=None) -> tuple[jax.Array, jax.Array]:
+    """InfoNCE loss and accuracy of a model output with z, zhat, frame_lens.
+
+    Args:
+        out: the model's output.
+        rng: PRNG key of the negatives.
+        model_cfg: config.model (negatives, score, heads).
+        speakers: [B] int speaker ids; needed for model.negatives='speaker'.
+    """
+    z, frame_lens = out["z"], out["frame_lens"]
+    num_frames, steps = z.shape[1], model_cfg.predict_steps
+    # Transformer heads predict from the first T - K positions only.
+    positions = num_frames - steps if model_cfg.predict_heads == "transformer" else None
+    scale = 1.0 / z.shape[-1] if model_cfg.score == "scaled" else 1.0
+    if model_cfg.negatives == "speaker":
+        neg_idx = losses.sample_speaker_negatives(
+            rng, speakers, frame_lens, num_frames, model_cfg.num_negatives
+        )  # [B, T, N-1]
+        return losses.info_nce_shared(
+            out["zhat"],
+            z,
+            neg_idx[:, : positions or num_frames],
+            frame_lens,
+            positions=positions,
+            scale=scale,
+        )
     neg_idx = losses.sample_negatives(
         rng,
-        out["frame_lens"],
-        out["z"].shape[1],
-        model_cfg.predict_steps,
+        frame_lens,
+        num_frames,
+        steps,
         model_cfg.num_negatives,
         model_cfg.negatives_group_size,
     )
     return losses.info_nce(
         out["zhat"],
-        out["z"],
+        z,
         neg_idx,
-        out["frame_lens"],
+        frame_lens,
         model_cfg.negatives_group_size,
+        positions=positions,
+        scale=scale,
     )
 
 
@@ -41,10 +67,18 @@ def make_pretrain_step(model, model_cfg):
 
     def step(state, batch, rng):
         rng = jax.random.fold_in(rng, state.step)
+        # The negatives keep the step's key, as before the heads had dropout.
+        dropout_rng = jax.random.fold_in(rng, 1)
 
         def loss_fn(params):
-            out = model.apply({"params": params}, batch["wav"], batch["lengths"])
-            return cpc_terms(out, rng, model_cfg)
+            out = model.apply(
+                {"params": params},
+                batch["wav"],
+                batch["lengths"],
+                deterministic=False,
+                rngs={"dropout": dropout_rng},
+            )
+            return cpc_terms(out, rng, model_cfg, batch.get("speakers"))
 
         (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         return state.apply_gradients(grads=grads), {"loss": loss, "cpc_accuracy": acc}
