@@ -14,6 +14,7 @@ The `cpcjax` console script dispatches to them: `cpcjax train ...` is
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 from collections.abc import Callable
@@ -23,6 +24,11 @@ from absl import app, flags
 from cpcjax import logs, paths
 
 EXIT_USAGE = 2
+# jax's persistent compilation cache (see `compilation_cache`).
+CACHE_DIR_ENV = "CPCJAX_CACHE_DIR"
+COMPILATION_CACHE_ENV = "CPCJAX_COMPILATION_CACHE"
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "cpcjax", "jax")
+CACHE_MIN_COMPILE_SECONDS = 0.1
 # Exceptions whose message is the whole story: printed as one `error:` line.
 USER_ERRORS: tuple[type[BaseException], ...] = ()
 COMMANDS = {
@@ -31,6 +37,10 @@ COMMANDS = {
     "predict": ("cpcjax.predict", "predict activation/valence/dominance of audio"),
     "report": ("cpcjax.report", "merge the reports of several workdirs"),
     "bench": ("cpcjax.bench", "measure step time, throughput and MFU"),
+    "import_cpc_audio": (
+        "cpcjax.import_cpc_audio",
+        "import a CPC_audio checkpoint as a cpcjax CPC checkpoint",
+    ),
 }
 
 
@@ -114,6 +124,36 @@ def resolve_config_flag(argv: list[str]) -> list[str]:
     return out
 
 
+def compilation_cache(environ: dict | None = None) -> str | None:
+    """Turns on jax's persistent compilation cache; returns its directory.
+
+    A rerun, a resumed run or the next command then loads the programs an
+    earlier one compiled instead of compiling them again. The directory is
+    $CPCJAX_CACHE_DIR, else ~/.cache/cpcjax/jax; CPCJAX_COMPILATION_CACHE=0
+    turns it off. A cache the user set for jax already (its
+    JAX_COMPILATION_CACHE_DIR) is left as it is, and none is kept on Cloud
+    Storage: reading programs back from there would cost more than compiling.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(COMPILATION_CACHE_ENV, "1").strip() == "0":
+        return None
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    directory = environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
+    if paths.is_remote(directory):
+        return None
+    directory = os.path.abspath(os.path.expanduser(directory))
+    jax.config.update("jax_compilation_cache_dir", directory)
+    # jax's default (1 s) leaves out most of a small run's programs, the
+    # demo's among them; loading one back takes milliseconds.
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECONDS
+    )
+    return directory
+
+
 def run(
     main: Callable[[list[str]], None],
     doc: str | None = None,
@@ -133,6 +173,7 @@ def run(
     def guarded(argv):
         logs.setup()
         paths.configure_storage()
+        compilation_cache()
         try:
             main(argv)
         except _user_errors() as e:

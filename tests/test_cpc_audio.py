@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cpcjax import cpc_audio, losses
+from cpcjax import cpc_audio, import_cpc_audio, losses
 from cpcjax.config import set_fields
 from cpcjax.configs import base
 from cpcjax.models import build
@@ -125,3 +125,115 @@ def test_config_refuses_variants_where_they_cannot_run():
         with pytest.raises(ConfigError, match=field):
             validate(config)
     validate(config_for(cpc_audio.model_fields({"hiddenEncoder": 32, "hiddenGar": 32})))
+
+
+def _import(*args, cwd=None):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "cpcjax.import_cpc_audio", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def _fake_zip(path, args=None):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"")
+    if args is not None:
+        with open(
+            os.path.join(os.path.dirname(path), "checkpoint_args.json"), "w"
+        ) as f:
+            json.dump(args, f)
+
+
+def test_import_errors_are_one_line_and_exit_1(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(b"PK\x03\x04" + b"\0" * 40)
+    bad = tmp_path / "bad" / "checkpoint_3.pt"
+    bad.parent.mkdir()
+    _fake_zip(bad, {"normMode": "batchNorm"})
+    for path, words in [
+        (text, "not a CPC_audio checkpoint"),
+        (truncated, "truncated"),
+        (bad, "normMode='batchNorm'"),
+        (tmp_path / "missing.pt", "no such file"),
+    ]:
+        r = _import(str(path), f"--out={tmp_path / 'out'}")
+        assert r.returncode == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0], r.stderr
+
+
+def test_import_without_torch_says_how_to_install_it(tmp_path):
+    try:
+        import torch  # noqa: F401
+
+        pytest.skip("torch is installed here")
+    except ImportError:
+        pass
+    ok = tmp_path / "run" / "checkpoint_1.pt"
+    ok.parent.mkdir()
+    _fake_zip(ok, {"hiddenEncoder": 32, "hiddenGar": 32})
+    r = _import(str(ok), f"--out={tmp_path / 'out'}")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"error: {import_cpc_audio.TORCH_HINT}"]
+
+
+def test_import_help_exits_0():
+    r = _import("--help")
+    assert r.returncode == 0 and "CHECKPOINT.pt" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("heads", [True, False])
+def test_written_checkpoint_restores_into_the_model(tmp_path, heads):
+    from cpcjax.train import checkpoint
+
+    arrays, args, model_state, crit_state = load_fixture("gru_linear_layernorm")
+    fields = cpc_audio.model_fields(args)
+    params = cpc_audio.to_params(model_state, crit_state if heads else None, fields)
+    ckpt_dir = import_cpc_audio.write(str(tmp_path), fields, params, "fixture")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["fields"] == fields
+    config = config_for(saved["fields"])
+    model = build.cpc_model(config)
+    wav = jnp.asarray(arrays["wav"])
+    like = model.init(jax.random.key(5), wav)["params"]
+    restored = checkpoint.restore_params(ckpt_dir, like, tuple(params))
+    out = model.apply({"params": restored}, wav)
+    assert relative_error(out["z"], arrays["z"]) <= TOLERANCE
+    assert relative_error(out["c"], arrays["c"]) <= TOLERANCE
+    if heads:
+        window = arrays["predictions"].shape[1]
+        assert (
+            relative_error(out["zhat"][:, :window], arrays["predictions"]) <= TOLERANCE
+        )
+
+
+def test_import_reads_both_formats_with_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    arrays, args, model_state, crit_state = load_fixture("gru_linear_layernorm")
+
+    def tensors(state):
+        return {k: torch.from_numpy(v.astype(np.float32)) for k, v in state.items()}
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(
+        {"gEncoder": tensors(model_state), "cpcCriterion": tensors(crit_state)},
+        run / "checkpoint_2.pt",
+    )
+    (run / "checkpoint_args.json").write_text(json.dumps(args))
+    r = _import(str(run / "checkpoint_2.pt"), f"--out={tmp_path / 'a'}")
+    assert r.returncode == 0, r.stderr
+    published = tmp_path / "published.pt"
+    torch.save({"config": args, "weights": tensors(model_state)}, published)
+    r = _import(str(published), f"--out={tmp_path / 'b'}")
+    assert r.returncode == 0 and "no prediction heads" in r.stdout, r.stderr
