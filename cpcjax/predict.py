@@ -88,6 +88,11 @@ def main(argv) -> None:
     inference_log.addHandler(handler)
     inference_log.setLevel(logging.WARNING)
     inference_log.propagate = False
+    from cpcjax import paths as path_lib
+
+    # A missing bucket is named as such, not taken for a folder without a run.
+    path_lib.check_reachable(opts.workdir, "--workdir")
+    path_lib.check_reachable(opts.out, "--out")
     try:
         max_samples(opts.max_seconds)
         predictor = load(opts.workdir, opts.run, opts.method)

@@ -11,14 +11,12 @@ table, with one stderr line per input passed over.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 import numpy as np
 from absl import flags
 
-from cpcjax import cli, evaluate
+from cpcjax import cli, evaluate, paths
 from cpcjax.config import METHOD_NAMES
 from cpcjax.constants import DIMENSIONS
 from cpcjax.workdir import CONFIG_FILE, REPORT_JSON, REPORT_MD
@@ -196,10 +194,8 @@ def markdown(report: dict) -> str:
 
 
 def _save(directory: str, report: dict, text: str) -> None:
-    with open(os.path.join(directory, REPORT_JSON), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(directory, REPORT_MD), "w") as f:
-        f.write(text)
+    paths.write_json(paths.join(directory, REPORT_JSON), report, indent=2)
+    paths.write_text(paths.join(directory, REPORT_MD), text)
 
 
 def write(
@@ -220,7 +216,7 @@ def write(
     return report
 
 
-def merge(paths: list[str]) -> tuple[dict, list[tuple[str, str]]]:
+def merge(workdirs: list[str]) -> tuple[dict, list[tuple[str, str]]]:
     """One report from the report.json of several workdirs (same corpus).
 
     Made for a shell glob over a folder of workdirs, which also matches what
@@ -229,7 +225,7 @@ def merge(paths: list[str]) -> tuple[dict, list[tuple[str, str]]]:
     counts twice.
 
     Args:
-      paths: workdirs of `python -m cpcjax.main` runs.
+      workdirs: workdirs of `python -m cpcjax.main` runs.
 
     Returns:
       (the merged report, (path, why) of every input passed over).
@@ -239,23 +235,22 @@ def merge(paths: list[str]) -> tuple[dict, list[tuple[str, str]]]:
       ValueError: reports of different corpora, or none left to merge.
     """
     reports, skipped = [], []
-    for d in paths:
-        if os.path.isfile(d):
+    for d in workdirs:
+        if paths.isfile(d):
             skipped.append((d, "a file, not a workdir"))
             continue
-        path = os.path.join(d, REPORT_JSON)
-        if not os.path.exists(path):
+        path = paths.join(d, REPORT_JSON)
+        report = paths.read_json(path)
+        if report is None:
             raise FileNotFoundError(
                 f"{path} does not exist: run cpcjax.main with --workdir={d} first"
             )
-        with open(path) as f:
-            report = json.load(f)
         if MERGED_FROM in report:
             skipped.append((d, f"its {REPORT_JSON} is a merge of other workdirs"))
             continue
         reports.append((d, report))
     if not reports:
-        raise ValueError(f"no workdir among {', '.join(paths)} to merge")
+        raise ValueError(f"no workdir among {', '.join(workdirs)} to merge")
     corpora = {r["corpus"] for _, r in reports}
     if len(corpora) != 1:
         raise ValueError(
@@ -283,7 +278,9 @@ def run(workdirs: list[str], out: str | None = None) -> int:
         )
         return 2
     args = workdirs
-    if out and os.path.exists(os.path.join(out, CONFIG_FILE)):
+    for d in [*workdirs, *([out] if out else [])]:
+        paths.check_reachable(d)
+    if out and paths.exists(paths.join(out, CONFIG_FILE)):
         print(
             f"error: --out={out} is the workdir of a run, whose {REPORT_JSON} is its "
             f"own; write the merge to another folder",
@@ -300,7 +297,6 @@ def run(workdirs: list[str], out: str | None = None) -> int:
     text = markdown(merged)
     print(text)
     if out:
-        os.makedirs(out, exist_ok=True)
         _save(out, merged, text)
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import io
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from cpcjax import paths
 from cpcjax.constants import SAMPLE_RATE
 
 # A file whose samples sit at full scale this often is clipped beyond use.
@@ -49,10 +51,14 @@ def load(path: str) -> np.ndarray:
       BadAudio: unreadable, truncated, empty, too short, silent or clipped.
     """
     try:
-        if os.path.getsize(path) == 0:
+        if paths.size(path) == 0:
             raise BadAudio(path, "empty (0 bytes)")
-        info = sf.info(path)
-        wav, rate = sf.read(path, dtype="float32", always_2d=True)
+        # libsndfile opens local files only: a remote one is read into memory.
+        source = io.BytesIO(paths.read_bytes(path)) if paths.is_remote(path) else path
+        info = sf.info(source)
+        if not isinstance(source, str):
+            source.seek(0)
+        wav, rate = sf.read(source, dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as e:
         # libsndfile says "Error opening '<path>': <why>"; the path is already ours.
         why = str(e).splitlines()[0].rsplit("': ", 1)[-1]
@@ -102,11 +108,11 @@ class Problems:
 
     def write(self, path: str) -> None:
         """A TSV with one line per skipped item (header: kind, where, reason)."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f, delimiter="\t")
-            writer.writerow(("kind", "where", "reason"))
-            writer.writerows(self.rows)
+        table = io.StringIO(newline="")
+        writer = csv.writer(table, delimiter="\t")
+        writer.writerow(("kind", "where", "reason"))
+        writer.writerows(self.rows)
+        paths.write_text(path, table.getvalue())
 
     def summary(self) -> str:
         kinds = {}
