@@ -110,3 +110,46 @@ def write_wav(path, seconds=0.5, rate=16000, channels=1, seed=0, wav=None, **kwa
         kwargs.setdefault("subtype", "PCM_16")
     sf.write(os.fspath(path), wav, rate, **kwargs)
     return path
+
+
+def make_source(
+    num: int, labeled: bool, seed: int = 0, min_len: int = 12000, max_len: int = 40000
+) -> list[dict]:
+    """An in-memory random-access source shaped like a prepared TFDS split."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(num):
+        length = int(rng.integers(min_len, max_len))
+        ex = {
+            "audio": (rng.standard_normal(length) * 3000).astype(np.int16),
+            "speaker": f"spk{i % 6}",
+            "id": f"utt{i:04d}",
+        }
+        if labeled:
+            ex.update(
+                labels=rng.uniform(1, 5, 3).astype(np.float32),
+                session=1 + i % 5,
+                category=i % 4,
+            )
+        out.append(ex)
+    return out
+
+
+@pytest.fixture
+def labeled_utts():
+    from cpcjax.data import pipeline
+
+    return pipeline.index_source(
+        make_source(40, labeled=True), labeled=True, desc="test"
+    )
+
+
+@pytest.fixture
+def unlabeled_utts():
+    from cpcjax.data import pipeline
+
+    return pipeline.index_source(
+        make_source(24, labeled=False, seed=1, min_len=20480),
+        labeled=False,
+        desc="test",
+    )
