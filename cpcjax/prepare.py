@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 
 from absl import flags
 
-from cpcjax import cli
+from cpcjax import cli, paths
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir",
@@ -101,6 +102,22 @@ def add_array_record_copy(builder, label: str) -> None:
     builder.info.write_to_directory(builder.data_dir)
 
 
+def write_index(builder, corpus: str) -> None:
+    """Writes the index runs start from (`cpcjax.data.index`) if it is missing.
+
+    cpcjax's builders write it as they prepare; TFDS's stock librispeech, and
+    a dataset prepared before cpcjax wrote indexes, get it here.
+    """
+    from cpcjax.data import index
+
+    count = index.ensure(builder)
+    if count:
+        print(
+            f"{corpus}: indexed {count} utterances in {index.index_path(builder)}",
+            flush=True,
+        )
+
+
 def prepare(corpus: str, data_dir: str, manual_dir: str | None = None, **options):
     """Prepares `corpus` into `data_dir` as ArrayRecord files, once.
 
@@ -124,8 +141,6 @@ def prepare(corpus: str, data_dir: str, manual_dir: str | None = None, **options
     from cpcjax.data.corpora.base import LayoutError
 
     builder = sources.builder_for(corpus, data_dir, **options)
-    # TFDS announces its start and end itself; cpcjax prints its own lines.
-    builder._log_download_bytes = builder._log_download_done = lambda: None
     if builder.is_prepared():
         if sources.random_access(builder):
             print(
@@ -141,9 +156,9 @@ def prepare(corpus: str, data_dir: str, manual_dir: str | None = None, **options
             )
             add_array_record_copy(builder, corpus)
             print(f"{corpus}: ArrayRecord copy written in {builder.data_dir}")
+        write_index(builder, corpus)
         return builder
     if corpus in DOWNLOADED:
-        download_config = tfds.download.DownloadConfig(try_download_gcs=False)
         print(
             f"{corpus}: downloading from {builder.info.homepage} and preparing in "
             f"{builder.data_dir}; this takes hours",
@@ -154,14 +169,26 @@ def prepare(corpus: str, data_dir: str, manual_dir: str | None = None, **options
             raise LayoutError(
                 f"--manual_dir is required: your extracted copy of {corpus}"
             )
-        manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
-        download_config = tfds.download.DownloadConfig(
-            manual_dir=manual_dir, try_download_gcs=False
-        )
+        manual_dir = paths.resolve(manual_dir)
         print(f"{corpus}: preparing {manual_dir} in {builder.data_dir}", flush=True)
-    builder.download_and_prepare(
-        file_format="array_record", download_config=download_config
-    )
+    # ArrayRecord writes local files only, and the corpora's readers read
+    # local audio: a remote data dir is prepared locally and copied, a remote
+    # manual dir copied here first.
+    with (
+        paths.staged_dir(data_dir, exclude=paths.TFDS_SCRATCH) as local_dir,
+        paths.local_copy(manual_dir) if manual_dir else nullcontext() as local_manual,
+    ):
+        staged = sources.builder_for(corpus, local_dir, **options)
+        # TFDS announces its start and end itself; cpcjax prints its own lines.
+        staged._log_download_bytes = staged._log_download_done = lambda: None
+        staged.download_and_prepare(
+            file_format="array_record",
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=local_manual, try_download_gcs=False
+            ),
+        )
+        write_index(staged, corpus)
+    builder = sources.builder_for(corpus, data_dir, **options)
     print(f"{corpus}: prepared in {builder.data_dir}")
     return builder
 
@@ -184,9 +211,12 @@ def main(argv) -> None:
     from cpcjax.configs.base import DEFAULT_DATA_DIR
     from cpcjax.data.corpora.base import LayoutError
 
-    data_dir = os.path.expanduser(
+    data_dir = paths.resolve(
         _DATA_DIR.value or os.environ.get("CPCJAX_DATA_DIR", DEFAULT_DATA_DIR)
     )
+    paths.check_reachable(data_dir, "--data_dir")
+    if _MANUAL_DIR.value:
+        paths.check_reachable(_MANUAL_DIR.value, "--manual_dir")
     try:
         prepare(
             corpus,

@@ -11,11 +11,10 @@ synthetic_unlabeled, and emotion_train (miniCPC: the fold's training audio).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from cpcjax.data import pipeline
+from cpcjax import paths
+from cpcjax.data import index, pipeline
 
 # What follows `python -m cpcjax.prepare` to prepare each corpus.
 PREPARE_ARGS = {
@@ -43,7 +42,7 @@ class CorpusNotPrepared(RuntimeError):
 
 
 def data_dir(config) -> str:
-    return os.path.expanduser(config.data_dir)
+    return paths.resolve(config.data_dir)
 
 
 def builder_for(
@@ -207,47 +206,38 @@ class RenamedSource:
 
 
 def emotion_corpus(config) -> pipeline.Utterances:
-    """The labeled corpus of `config.corpus`, indexed.
+    """The labeled corpus of `config.corpus`, from its index (no audio read).
 
     MSP-Podcast's official partitions are concatenated; `partitions` says
     which one each utterance belongs to.
     """
     root = data_dir(config)
     if config.corpus == "synthetic":
-        source = _synthetic(config, "emotion").as_data_source("train")
-        return pipeline.index_source(source, labeled=True, desc="emotion corpus")
+        builder = _synthetic(config, "emotion")
+        return index.utterances(builder, ["train"], labeled=True, desc="emotion corpus")
     builder = _prepared(config.corpus, root)
     if config.corpus == "iemocap":
-        return pipeline.index_source(
-            builder.as_data_source("train"), labeled=True, desc="iemocap"
-        )
+        return index.utterances(builder, ["train"], labeled=True, desc="iemocap")
     splits = [s for s in MSP_PARTITIONS if s in builder.info.splits]
-    sources = [builder.as_data_source(s) for s in splits]
-    partitions = np.concatenate([[s] * len(src) for s, src in zip(splits, sources)])
-    return pipeline.index_source(
-        ConcatSource(sources), labeled=True, desc="msp_podcast", partitions=partitions
+    return index.utterances(
+        builder, splits, labeled=True, desc="msp_podcast", partitions=True
     )
 
 
 def unlabeled_corpus(config) -> pipeline.Utterances:
-    """The unlabeled pretraining corpus `config.pretrain.corpus`, indexed."""
+    """The unlabeled pretraining corpus `config.pretrain.corpus`, from its index."""
     if config.pretrain.corpus == "synthetic_unlabeled":
-        source = _synthetic(config, "unlabeled").as_data_source("train")
-        return pipeline.index_source(source, labeled=False, desc="unlabeled corpus")
+        builder = _synthetic(config, "unlabeled")
+        return index.utterances(
+            builder, ["train"], labeled=False, desc="unlabeled corpus"
+        )
     corpus, options = _pretrain_builder(config)
     builder = _prepared(corpus, data_dir(config), **options)
+    splits = ["train"]
     if corpus == "librispeech_tfds":
         subsets = config.pretrain.librispeech_subsets
-        source = ConcatSource(
-            RenamedSource(
-                builder.as_data_source(STOCK_LIBRISPEECH_SPLITS[s]),
-                {"speech": "audio", "speaker_id": "speaker"},
-            )
-            for s in subsets
-        )
-    else:
-        source = builder.as_data_source("train")
-    return pipeline.index_source(source, labeled=False, desc=config.pretrain.corpus)
+        splits = [STOCK_LIBRISPEECH_SPLITS[s] for s in subsets]
+    return index.utterances(builder, splits, labeled=False, desc=config.pretrain.corpus)
 
 
 def category_names(config) -> list[str]:

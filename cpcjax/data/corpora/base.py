@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from cpcjax.data import audio
+from cpcjax.data import audio, index
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,7 +43,7 @@ def audio_feature() -> tfds.features.Audio:
     )
 
 
-class ManualCorpusBuilder(tfds.core.GeneratorBasedBuilder):
+class ManualCorpusBuilder(index.IndexedBuilder, tfds.core.GeneratorBasedBuilder):
     """A TFDS builder over an extracted corpus in `manual_dir`.
 
     Subclasses set EXPECTED_LAYOUT (shown when the manual dir is wrong) and

@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from cpcjax.data import synth
+from cpcjax import paths
+from cpcjax.data import index, synth
 
 _DESCRIPTION = """\
 Synthesized speech-like audio, not recorded speech. A source-filter model
@@ -105,7 +106,7 @@ EMOTION = SyntheticSpeechConfig(
 )
 
 
-class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
+class SyntheticSpeech(index.IndexedBuilder, tfds.core.GeneratorBasedBuilder):
     """Synthesized speech-like audio with known emotion labels."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -183,20 +184,24 @@ def load_synthetic(
     Returns:
         The prepared builder, in array_record format.
     """
-    builder = SyntheticSpeech(config=config_name, data_dir=os.fspath(data_dir))
-    if not builder.is_prepared():
-        download_config = tfds.download.DownloadConfig(
-            try_download_gcs=False,
-            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
-        )
-        # Generation takes seconds to minutes: show the bar even where the
-        # caller turned TFDS's progress bars off.
-        was_shown = getattr(tqdm_utils, "_active", True)
-        tfds.display_progress_bar(True)
-        try:
-            builder.download_and_prepare(
+    data_dir = paths.resolve(data_dir)
+    builder = SyntheticSpeech(config=config_name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    download_config = tfds.download.DownloadConfig(
+        try_download_gcs=False,
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+    )
+    # Generation takes seconds to minutes: show the bar even where the
+    # caller turned TFDS's progress bars off.
+    was_shown = getattr(tqdm_utils, "_active", True)
+    tfds.display_progress_bar(True)
+    # ArrayRecord writes local files only: a remote data dir gets a copy.
+    try:
+        with paths.staged_dir(data_dir, exclude=paths.TFDS_SCRATCH) as local:
+            SyntheticSpeech(config=config_name, data_dir=local).download_and_prepare(
                 file_format="array_record", download_config=download_config
             )
-        finally:
-            tfds.display_progress_bar(was_shown)
-    return builder
+    finally:
+        tfds.display_progress_bar(was_shown)
+    return SyntheticSpeech(config=config_name, data_dir=data_dir)
