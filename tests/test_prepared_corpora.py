@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT, TINY_RUN
+from conftest import ROOT, TINY_RUN, write_wav
 from test_iemocap import write_release as write_iemocap
 
 
@@ -70,7 +70,7 @@ def test_a_wrong_manual_dir_shows_the_expected_layout(tmp_path):
     assert "sentences/wav" in proc.stderr
 
 
-def test_prepare_prints_only_its_own_lines(tmp_path, write_wav):
+def test_prepare_prints_only_its_own_lines(tmp_path):
     talks, data = tmp_path / "talks", tmp_path / "data"
     for n, speaker in enumerate(("talkA", "talkA", "talkB")):
         write_wav(talks / speaker / f"part{n}.wav", seed=n)
