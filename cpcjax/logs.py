@@ -10,6 +10,7 @@ show: only what sits below ERROR is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -61,3 +62,34 @@ def setup(level: int = logging.INFO) -> logging.Logger:
     # line would print twice.
     log.propagate = False
     return log
+
+
+@contextlib.contextmanager
+def _native_stderr_hidden():
+    """Points file descriptor 2 at /dev/null: what C++ libraries write there
+    bypasses Python's logging and TF_CPP_MIN_LOG_LEVEL alike."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow():
+    """TensorFlow, imported without its C++ start-up lines.
+
+    On a machine without CUDA, the `tensorflow` package (which cpcjax depends
+    on rather than `tensorflow-cpu`, so that it never replaces the
+    `tensorflow` a Colab or GPU image ships) probes for CUDA drivers at import
+    and says it found none; those lines are not cpcjax's to show. An import
+    that fails still raises, with its traceback on the restored stderr.
+    """
+    if "tensorflow" not in sys.modules:
+        with _native_stderr_hidden():
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]

@@ -21,7 +21,7 @@ import traceback
 from absl import flags
 from ml_collections import config_flags
 
-from cpcjax import cli
+from cpcjax import cli, logs
 from cpcjax import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -154,8 +154,9 @@ def main(argv) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (see --help)")
     log = logging.getLogger("cpcjax")
+    # Before anything else imports it (clu, TFDS): see logs.import_tensorflow.
+    tf = logs.import_tensorflow()
     import jax
-    import tensorflow as tf
 
     from cpcjax import experiment, report
     from cpcjax.data.sources import CorpusNotPrepared

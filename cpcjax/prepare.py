@@ -27,7 +27,7 @@ from contextlib import nullcontext
 
 from absl import flags
 
-from cpcjax import cli, paths
+from cpcjax import cli, logs, paths
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir",
@@ -202,6 +202,7 @@ def main(argv) -> None:
     corpus = argv[1]
     if corpus == "audio_folder" and not _NAME.value:
         cli.fail("audio_folder needs --name=NAME (the dataset's name in configs)")
+    logs.import_tensorflow()
     import tensorflow_datasets as tfds
 
     # cli.run has quieted the libraries' logging (cpcjax.logs); TFDS's bars

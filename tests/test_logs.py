@@ -8,8 +8,8 @@ SCRIPT = """
 import logging, sys, warnings
 from cpcjax import logs
 logs.setup()
+logs.import_tensorflow()
 import jax.numpy as jnp
-import tensorflow
 from absl import logging as absl_logging
 from cpcjax.train import checkpoint
 

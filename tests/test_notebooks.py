@@ -344,10 +344,6 @@ def colab_runtime(tmp_path):
     return os.path.join(runtime, "bin", "python")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cpcjax depends on tensorflow-cpu, which writes over Colab's tensorflow",
-)
 def test_a_colab_runtime_runs_the_quickstart_and_keeps_its_tensorflow(
     kernel_env, colab_runtime, tmp_path, monkeypatch
 ):
