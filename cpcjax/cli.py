@@ -41,6 +41,7 @@ COMMANDS = {
         "cpcjax.import_cpc_audio",
         "import a CPC_audio checkpoint as a cpcjax CPC checkpoint",
     ),
+    "embed": ("cpcjax.embed", "write CPC frame features (z, c) of audio files"),
 }
 
 

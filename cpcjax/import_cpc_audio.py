@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from cpcjax import cli, cpc_audio
+from cpcjax import cli, cpc_audio, paths
+from cpcjax import workdir as workdir_lib
 from cpcjax.config import set_fields
 from cpcjax.configs import base
 from cpcjax.models import build
@@ -101,6 +102,13 @@ def read(path: str) -> tuple[dict, dict, dict | None, str]:
     )
 
 
+def model_config(fields: dict):
+    """The cpcjax config of an imported model: the defaults with its `fields`."""
+    config = base.get_config()
+    set_fields(config, fields)
+    return config
+
+
 def write(out: str, fields: dict, params: dict, source: str) -> str:
     """Writes params as an Orbax CPC checkpoint and fields as DIR/config.json.
 
@@ -110,8 +118,7 @@ def write(out: str, fields: dict, params: dict, source: str) -> str:
     Raises:
         ImportFailed: the params do not fit the model of `fields`.
     """
-    config = base.get_config()
-    set_fields(config, fields)
+    config = model_config(fields)
     model = build.cpc_model(config)
     wav = jnp.zeros((1, config.pretrain.window), jnp.float32)
     like = jax.eval_shape(model.init, jax.random.key(0), wav)["params"]
@@ -120,22 +127,24 @@ def write(out: str, fields: dict, params: dict, source: str) -> str:
         got = jax.tree.map(lambda x: tuple(np.shape(x)), tree)
         if want != got:
             raise ImportFailed(f"{source}: its {key} weights do not fit {fields}")
-    ckpt_dir = os.path.join(os.path.abspath(out), "checkpoints")
+    out = paths.resolve(out)
+    ckpt_dir = workdir_lib.checkpoint_dir(out)
     ckpts = checkpoint.Checkpoints(ckpt_dir, keep=1)
     ckpts.save(0, {"params": jax.tree.map(jnp.asarray, params)})
     ckpts.wait()
     ckpts.close()
-    with open(os.path.join(out, CONFIG_FILE), "w") as f:
-        json.dump(
-            {
-                "fields": fields,
-                "source": source,
-                "parts": sorted(params),
-            },
-            f,
-            indent=1,
-        )
+    paths.write_json(
+        paths.join(out, CONFIG_FILE),
+        {"fields": fields, "source": source, "parts": sorted(params)},
+        indent=1,
+    )
     return ckpt_dir
+
+
+def read_imported(directory: str) -> dict | None:
+    """The config.json `write` left in `directory`, or None when it has none."""
+    saved = paths.read_json(paths.join(directory, CONFIG_FILE))
+    return saved if isinstance(saved, dict) and "fields" in saved else None
 
 
 def main(argv: list[str]) -> None:
@@ -148,7 +157,7 @@ def main(argv: list[str]) -> None:
         args, model, criterion, kind = read(path)
         fields = cpc_audio.model_fields(args)
         params = cpc_audio.to_params(model, criterion, fields)
-        os.makedirs(out, exist_ok=True)
+        paths.makedirs(out)
         ckpt_dir = write(out, fields, params, os.path.abspath(path))
     except (ImportFailed, cpc_audio.Unsupported) as e:
         cli.fail(str(e), EXIT_ERROR)
@@ -159,7 +168,7 @@ def main(argv: list[str]) -> None:
             f"this {kind} checkpoint has no prediction heads (no CPC criterion): "
             "only the encoder and context network were imported"
         )
-    print(f"model fields: {os.path.join(out, CONFIG_FILE)}")
+    print(f"model fields: {paths.join(out, CONFIG_FILE)}")
     sys.exit(0)
 
 

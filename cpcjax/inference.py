@@ -21,13 +21,15 @@ training bucket.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import csv
 import dataclasses
 import functools
-import json
+import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +37,7 @@ import ml_collections
 import numpy as np
 import soundfile as sf
 
-from cpcjax import evaluate
+from cpcjax import evaluate, paths
 from cpcjax import workdir as workdir_lib
 from cpcjax.constants import DIMENSION_NAMES, DIMENSIONS, SAMPLE_RATE, SECONDS_PER_FRAME
 from cpcjax.data import audio, pipeline
@@ -47,6 +49,9 @@ MAX_SECONDS = 16.0
 MIN_CHUNK_SECONDS = 1.0
 # Chunks decoded before they are predicted: bounds host memory for big folders.
 GROUP_CHUNKS = 256
+# Files decoded ahead of the one being grouped: about one group's worth, so
+# the next group decodes while this one is predicted.
+DECODE_AHEAD = GROUP_CHUNKS
 # What a folder is searched for: what libsndfile reads here (mp3 from 1.1 on).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg") + (
     (".mp3",) if "MP3" in sf.available_formats() else ()
@@ -113,17 +118,7 @@ class Predictor:
 
     def _chunk_batches(self, chunks: list[np.ndarray]):
         """Utterances over `chunks` and the global batch size to predict them with."""
-        n = len(chunks)
-        utts = pipeline.Utterances(
-            source=[{"audio": c} for c in chunks],
-            records=np.arange(n),
-            lengths=np.array([len(c) for c in chunks], np.int64),
-            speakers=np.full(n, ""),
-            names=np.arange(n).astype(str),
-        )
-        # Few chunks need no full batch of padding rows; a whole number per device.
-        devices = self.mesh.devices.size
-        return utts, min(self.batch_size, -(-n // devices) * devices)
+        return chunk_utterances(chunks, self.batch_size, self.mesh)
 
     def predict_chunks(self, chunks: list[np.ndarray]) -> np.ndarray:
         """[N, 3] predictions on the label scale for int16 16 kHz chunks."""
@@ -141,23 +136,23 @@ class Predictor:
 
     def attend_chunks(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
         """Per chunk, the attention weights [frames] over its valid frames."""
-        utts, batch = self._chunk_batches(chunks)
         out: list[np.ndarray | None] = [None] * len(chunks)
-        for ids, local in pipeline.eval_batches(
-            utts, self.buckets, batch, sharding.process_rows(batch)
+        for ids, batch in chunk_batches(
+            chunks, self.buckets, self.batch_size, self.mesh
         ):
-            weights, frame_lens = self._attend(
-                self.params, sharding.to_global(local, self.mesh)
-            )
+            weights, frame_lens = self._attend(self.params, batch)
             weights, frame_lens = np.asarray(weights), np.asarray(frame_lens)
             for row in np.flatnonzero(ids >= 0):
                 out[ids[row]] = weights[row, : frame_lens[row]]
         return out
 
     def predict_files(
-        self, paths: Sequence[str], max_seconds: float = MAX_SECONDS
+        self,
+        paths: Sequence[str],
+        max_seconds: float = MAX_SECONDS,
+        workers: int | None = None,
     ) -> tuple[list[dict], list[tuple[str, str]]]:
-        """See `predict_files`."""
+        """See `predict_files`; `workers` as for `decode_files`."""
         limit = max_samples(max_seconds)
         rows: list[dict] = []
         errors: list[tuple[str, str]] = []
@@ -179,14 +174,9 @@ class Predictor:
         inputs, skipped = expand_inputs(paths)
         if skipped:
             log.warning("%s", skipped_note(skipped))
-        for path, problem in inputs:
-            if problem is None:
-                try:
-                    wav = audio.load(path)
-                except audio.BadAudio as e:
-                    problem = e.reason
-            if problem is not None:
-                errors.append((path, problem))
+        for path, wav in decode_files(inputs, workers):
+            if isinstance(wav, str):
+                errors.append((path, wav))
                 continue
             chunks = split_chunks(wav, limit)
             row = {
@@ -200,6 +190,55 @@ class Predictor:
                 flush()
         flush()
         return [{k: r[k] for k in CSV_FIELDS} for r in rows], errors
+
+
+def decode_files(
+    inputs: Sequence[tuple[str, str | None]], workers: int | None = None
+) -> Iterator[tuple[str, np.ndarray | str]]:
+    """(path, 16 kHz int16 audio or why it cannot be used) per input, in order.
+
+    Files are decoded and resampled on `workers` threads (libsndfile and soxr
+    let go of the GIL), up to DECODE_AHEAD files ahead of the caller, so they
+    go on while the caller predicts the files before them.
+
+    Args:
+      inputs: (path, None) or (path, why it cannot be used), as
+        `expand_inputs` gives them.
+      workers: decoding threads; None for one per core, 0 to decode each file
+        in the calling thread when it is reached.
+    """
+    if workers == 0:
+        for path, problem in inputs:
+            yield path, problem if problem is not None else _load_or_reason(path)
+        return
+    pool = concurrent.futures.ThreadPoolExecutor(
+        workers or os.cpu_count() or 1, thread_name_prefix="cpcjax-decode"
+    )
+    ahead: collections.deque = collections.deque()
+    try:
+        for path, problem in inputs:
+            ahead.append((path, problem or pool.submit(_load_or_reason, path)))
+            if len(ahead) > DECODE_AHEAD:
+                path, result = ahead.popleft()
+                yield path, _resolved(result)
+        while ahead:
+            path, result = ahead.popleft()
+            yield path, _resolved(result)
+    finally:
+        # A caller that stops early (an error while predicting) waits only
+        # for the files being decoded, not for the whole window.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _load_or_reason(path: str) -> np.ndarray | str:
+    try:
+        return audio.load(path)
+    except audio.BadAudio as e:
+        return e.reason
+
+
+def _resolved(result):
+    return result.result() if isinstance(result, concurrent.futures.Future) else result
 
 
 def max_samples(max_seconds: float) -> int:
@@ -221,8 +260,56 @@ def split_chunks(wav: np.ndarray, max_samples: int) -> list[np.ndarray]:
     return np.array_split(wav, -(-len(wav) // max_samples))
 
 
+def chunk_utterances(
+    chunks: Sequence[np.ndarray], batch_size: int, mesh
+) -> tuple[pipeline.Utterances, int]:
+    """Utterances over 16 kHz `chunks` (int16 sample units, integer or float
+    arrays) and the global batch size to run them in.
+
+    Args:
+      chunks: the waveforms, whole.
+      batch_size: the most rows of a global batch; a multiple of the devices.
+      mesh: the device mesh the batches are split over.
+    """
+    n = len(chunks)
+    utts = pipeline.Utterances(
+        source=[{"audio": c} for c in chunks],
+        records=np.arange(n),
+        lengths=np.array([len(c) for c in chunks], np.int64),
+        speakers=np.full(n, ""),
+        names=np.arange(n).astype(str),
+    )
+    # Few chunks need no full batch of padding rows; a whole number per device.
+    devices = mesh.devices.size
+    return utts, min(batch_size, -(-n // devices) * devices)
+
+
+def chunk_batches(
+    chunks: Sequence[np.ndarray], buckets: Sequence[int], batch_size: int, mesh
+) -> Iterator[tuple[np.ndarray, dict[str, jax.Array]]]:
+    """Every chunk once, whole, in padded length-bucketed global batches.
+
+    Chunks are grouped by length into `buckets` (doubled until the longest
+    fits) and zero-padded to their bucket, so a few programs serve any
+    lengths; "lengths" masks the padding.
+
+    Args:
+      chunks, batch_size, mesh: as for `chunk_utterances`.
+      buckets: bucket lengths in samples.
+
+    Yields:
+      (chunk index per row, -1 for a padding row; the global batch: "wav"
+      [B, L] float32 in [-1, 1], "lengths" [B], "weights" [B]).
+    """
+    utts, batch = chunk_utterances(chunks, batch_size, mesh)
+    for ids, local in pipeline.eval_batches(
+        utts, buckets, batch, sharding.process_rows(batch)
+    ):
+        yield ids, sharding.to_global(local, mesh)
+
+
 def expand_inputs(
-    paths: Sequence[str],
+    inputs: Sequence[str],
 ) -> tuple[list[tuple[str, str | None]], list[str]]:
     """Files and folders -> the files to read, and the folder files passed over.
 
@@ -235,11 +322,11 @@ def expand_inputs(
     """
     out: list[tuple[str, str | None]] = []
     skipped: list[str] = []
-    for path in paths:
-        if os.path.isdir(path):
+    for path in inputs:
+        if paths.isdir(path):
             files = sorted(
-                os.path.join(root, name)
-                for root, _, names in os.walk(path)
+                paths.join(root, name)
+                for root, _, names in paths.walk(path)
                 for name in names
             )
             found = [f for f in files if f.lower().endswith(AUDIO_EXTENSIONS)]
@@ -249,9 +336,9 @@ def expand_inputs(
                     (path, f"folder without {', '.join(AUDIO_EXTENSIONS)} files")
                 )
             out.extend((f, None) for f in found)
-        elif not os.path.exists(path):
+        elif not paths.exists(path):
             out.append((path, "no such file"))
-        elif os.path.getsize(path) == 0:
+        elif paths.size(path) == 0:
             out.append((path, "empty file (0 bytes)"))
         else:
             out.append((path, None))
@@ -290,7 +377,7 @@ def _restore(model, config, run_dir: str, mesh) -> tuple[dict, str]:
         params = checkpoint.restore_best_params(run_dir, like)
         return params, f"best dev step {best_step}"
     ckpt_dir = workdir_lib.checkpoint_dir(run_dir)
-    if not os.path.isdir(ckpt_dir):
+    if not paths.isdir(ckpt_dir):
         raise workdir_lib.WorkdirError(
             f"{run_dir} has no {workdir_lib.CHECKPOINTS_DIR}/ to restore params from"
         )
@@ -309,7 +396,7 @@ def _load_cached(workdir: str, run: str | None, method: str | None) -> Predictor
     config = ml_collections.ConfigDict(config_dict)
     model = build.emotion_model(config)
     mesh = sharding.make_mesh()
-    params, source = _restore(model, config, os.path.join(method_dir, run), mesh)
+    params, source = _restore(model, config, paths.join(method_dir, run), mesh)
     corpus = config.corpus
     info = {
         "workdir": method_dir,
@@ -353,7 +440,7 @@ def load(workdir: str, run: str | None = None, method: str | None = None) -> Pre
     Raises:
       WorkdirError: no config, no finished run, or no checkpoint.
     """
-    return _load_cached(os.path.abspath(workdir), run, method)
+    return _load_cached(paths.resolve(workdir), run, method)
 
 
 def predict_files(
@@ -428,25 +515,23 @@ def write_outputs(
     max_seconds: float,
 ) -> tuple[str, str]:
     """Writes PREFIX.csv (the rows) and PREFIX.json (rows, errors, run, scale)."""
-    directory = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(directory, exist_ok=True)
     csv_path, json_path = f"{prefix}.csv", f"{prefix}.json"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(json_path, "w") as f:
-        json.dump(
-            {
-                "run": predictor.info,
-                "label_scale": predictor.label_scale,
-                "max_seconds": max_seconds,
-                "predictions": rows,
-                "errors": [{"file": p, "reason": r} for p, r in errors],
-            },
-            f,
-            indent=2,
-        )
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    paths.write_text(csv_path, table.getvalue())
+    paths.write_json(
+        json_path,
+        {
+            "run": predictor.info,
+            "label_scale": predictor.label_scale,
+            "max_seconds": max_seconds,
+            "predictions": rows,
+            "errors": [{"file": p, "reason": r} for p, r in errors],
+        },
+        indent=2,
+    )
     return csv_path, json_path
 
 

@@ -22,12 +22,19 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "cpc_audio")
 VARIANTS = ("gru_linear_layernorm", "lstm2_linear_instancenorm", "lstm_transformer_id")
 # max |cpcjax - CPC_audio| / max |CPC_audio|, per array (float32).
 TOLERANCE = 1e-5
+# A facebookresearch/CPC_audio checkout for the live parity check.
+CHECKOUT_ENV = "CPC_AUDIO_CHECKOUT"
+FIXTURE_SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "benchmarks",
+    "cpc_audio_fixture.py",
+)
 
 
-def load_fixture(name):
+def load_fixture(name, directory=FIXTURES):
     """(arrays, args, model state, criterion state) of one variant."""
-    arrays = dict(np.load(os.path.join(FIXTURES, f"{name}.npz")))
-    with open(os.path.join(FIXTURES, f"{name}.json")) as f:
+    arrays = dict(np.load(os.path.join(directory, f"{name}.npz")))
+    with open(os.path.join(directory, f"{name}.json")) as f:
         args = json.load(f)
     weights = {k[7:]: v for k, v in arrays.items() if k.startswith("weight/")}
     model = {k[9:]: v for k, v in weights.items() if k.startswith("gEncoder.")}
@@ -237,3 +244,33 @@ def test_import_reads_both_formats_with_torch(tmp_path):
     torch.save({"config": args, "weights": tensors(model_state)}, published)
     r = _import(str(published), f"--out={tmp_path / 'b'}")
     assert r.returncode == 0 and "no prediction heads" in r.stdout, r.stderr
+    from cpcjax import embed
+
+    for out in ("a", "b"):
+        z, c = embed.load(str(tmp_path / out))(arrays["wav"])
+        assert relative_error(z, arrays["z"]) <= TOLERANCE
+        assert relative_error(c, arrays["c"]) <= TOLERANCE
+
+
+def test_fixture_is_what_a_cpc_audio_checkout_computes(tmp_path):
+    """Live parity: CPC_audio's own code, from the checkout named by
+    $CPC_AUDIO_CHECKOUT, recomputes the committed fixture's outputs."""
+    pytest.importorskip("torch")
+    checkout = os.environ.get(CHECKOUT_ENV)
+    if not checkout:
+        pytest.skip(f"${CHECKOUT_ENV} names no CPC_audio checkout")
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, FIXTURE_SCRIPT, checkout, "."],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    for name in VARIANTS:
+        live, args, _, _ = load_fixture(name, str(tmp_path))
+        committed, committed_args, _, _ = load_fixture(name)
+        assert args["arMode"] == committed_args["arMode"]
+        for key in ("z", "c", "predictions", "losses", "accuracy"):
+            assert relative_error(live[key], committed[key]) <= TOLERANCE, key
