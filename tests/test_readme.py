@@ -182,12 +182,12 @@ def test_links_lead_somewhere(path):
 
 
 def test_the_quickstart_test_command_is_what_ci_runs():
-    ci = _read(os.path.join(ROOT, ".ci", "run")).strip().splitlines()[-1]
+    ci = [line.strip() for line in _read(os.path.join(ROOT, ".ci", "run")).splitlines()]
     quickstart = re.search(r"^## Quickstart\n(.*?)(?=^## )", _read(README), re.M | re.S)
     assert quickstart, 'README.md has no "## Quickstart" section'
     commands = [b.strip() for b in fenced_blocks(quickstart.group(1), "bash")]
     assert len(commands) == 2, "the Quickstart is two commands"
-    assert commands[1] == ci.strip()
+    assert commands[1] in ci, "CI runs the Quickstart's test command, verbatim"
 
 
 # The checks themselves: each finds what it exists to find.
