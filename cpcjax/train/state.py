@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -32,13 +34,25 @@ def create_state(model, tx, rng, example: dict, mesh) -> train_state.TrainState:
     """Initialises params and optimizer state, replicated over `mesh`.
 
     `example` holds arrays (or ShapeDtypeStructs) with the batch's shapes;
-    only wav and lengths are read.
+    only wav and lengths are read. The jitted init is shared by every call
+    with the same model, optimizer, shapes and mesh, so folds and seeds
+    compile it once.
     """
+    init = _jitted_init(
+        model, tx, tuple(example["wav"].shape), tuple(example["lengths"].shape), mesh
+    )
+    return init(rng)
+
+
+# A few models per process at most (a CPC and an emotion model per config).
+@functools.lru_cache(maxsize=8)
+def _jitted_init(model, tx, wav_shape: tuple, lengths_shape: tuple, mesh):
+    """The jitted `rng -> TrainState` of `model` and `tx` at these shapes."""
 
     def init(rng):
-        wav = jnp.zeros(example["wav"].shape, jnp.float32)
-        lengths = jnp.full(example["lengths"].shape, example["wav"].shape[1], jnp.int32)
+        wav = jnp.zeros(wav_shape, jnp.float32)
+        lengths = jnp.full(lengths_shape, wav_shape[1], jnp.int32)
         params = model.init(rng, wav, lengths)["params"]
         return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
-    return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+    return jax.jit(init, out_shardings=sharding.replicated(mesh))
