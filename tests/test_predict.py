@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -313,3 +314,35 @@ def test_cli_refuses_a_workdir_without_a_finished_run(trained, tmp_path, content
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert ("no config.json" if contents == "nothing" else "no finished") in lines[0]
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_decoding_threads_keep_the_order_the_errors_and_the_numbers(
+    trained, test_folder, tmp_path, monkeypatch
+):
+    workdir, _, _ = trained
+    good = sorted(os.path.join(test_folder, f) for f in os.listdir(test_folder))
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC" + np.random.default_rng(0).bytes(3000))
+    missing = str(tmp_path / "missing.wav")
+    inputs = [good[0], str(corrupt), *good[1:3], missing, *good[3:]]
+    predictor = inference.load(workdir)
+    # Several groups, and decoding a few files ahead of the one grouped.
+    monkeypatch.setattr(inference, "GROUP_CHUNKS", 3)
+    monkeypatch.setattr(inference, "DECODE_AHEAD", 2)
+    serial = predictor.predict_files(inputs, workers=0)
+    # Earlier files take longer to decode, so the threads finish them last.
+    load = inference.audio.load
+    delay = {path: 0.01 * (len(inputs) - i) for i, path in enumerate(inputs)}
+
+    def slow_load(path):
+        time.sleep(delay[path])
+        return load(path)
+
+    monkeypatch.setattr(inference.audio, "load", slow_load)
+    rows, errors = predictor.predict_files(inputs, workers=4)
+    assert [r["file"] for r in rows] == good
+    assert [p for p, _ in errors] == [str(corrupt), missing]
+    assert "unreadable" in errors[0][1] and errors[1][1] == "no such file"
+    # Decoded on threads or in turn, the same batches: the same numbers.
+    assert (rows, errors) == serial
+    np.testing.assert_array_equal(_preds(rows), _preds(serial[0]))
