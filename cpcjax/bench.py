@@ -4,17 +4,32 @@
   python -m cpcjax.bench --batch_size=64 --dtypes=bfloat16 --steps=20
   python -m cpcjax.bench --config=configs/pre_cpc.py:synthetic --cases=pretrain
   python -m cpcjax.bench --cases=reference --reference_dir=CPC_audio
+  XLA_FLAGS=--xla_cpu_max_isa=AVX2 python -m cpcjax.bench --cases=peak,pretrain
 
 The model measured is the one of `--config`, a config file as `cpcjax.main`
 takes it (default: preCPC at the paper's size); `--config.x=y` overrides a
 field. Each step case runs once per `--dtypes` entry (float32 and bfloat16 by
 default). Cases: `pretrain` (a CPC step: forward, InfoNCE, backward, Adam),
-`finetune` (a recognizer step with CCC loss on padded utterances) and `input`
+`finetune` (a recognizer step with CCC loss on padded utterances), `predict`
+(`cpcjax.predict`'s path from wav files on disk to predictions) and `input`
 (the CPC input pipeline alone, from the prepared synthetic corpus). Each step
 case reports the median step time after warm-up, audio seconds per second,
 compile time, XLA's FLOPs per step, peak device memory where the backend
-reports it, peak host memory, and MFU against the device's bf16 dense peak
-where known.
+reports it, peak host memory, and MFU.
+
+MFU is against the machine's own peak, measured first (the `peak` line): the
+best of several jitted --peak_size^3 matmuls, in float32 and, where the
+device has it natively, bfloat16. On a CPU the line names the CPU and the
+instruction set XLA targets (`isa`: AVX2, AVX512...; XLA_FLAGS=
+--xla_cpu_max_isa=AVX2 holds an AVX-512 machine to AVX2), so `mfu` is never
+null. On an accelerator whose datasheet PEAK_FLOPS knows, `mfu_datasheet` is
+against that beside it. Each line says which peak `mfu` is against.
+
+`predict` times a freshly initialised model of the config (no training
+needed) on --predict_files generated files of 4-8 s at mixed sample rates,
+end to end: audio seconds per second, with the decoding thread pool and
+without, and as a fraction of what the measured peak allows for the model's
+forward FLOPs.
 
 The `startup` case times what a run does before its first step, compiling
 aside: opening a prepared corpus and making the host's first batch, on
@@ -65,8 +80,17 @@ _DTYPES = flags.DEFINE_list(
 )
 _CASES = flags.DEFINE_list(
     "cases",
-    ["pretrain", "finetune", "input"],
-    "Cases to run: pretrain, finetune, input, reference, startup.",
+    ["peak", "pretrain", "finetune", "predict", "input"],
+    "Cases to run: peak, pretrain, finetune, predict, input, reference, startup.",
+)
+_PEAK_SIZE = flags.DEFINE_integer(
+    "peak_size",
+    None,
+    "Side of the square matmuls that measure the peak (default 2048 on a CPU, "
+    "8192 on an accelerator).",
+)
+_PREDICT_FILES = flags.DEFINE_integer(
+    "predict_files", 64, "predict: wav files generated, 4-8 s each."
 )
 _STARTUP_UTTERANCES = flags.DEFINE_list(
     "startup_utterances",
@@ -74,17 +98,41 @@ _STARTUP_UTTERANCES = flags.DEFINE_list(
     "startup: sizes of the synthetic corpora a run starts from, multiples of "
     "10; each is prepared once into the config's data_dir.",
 )
+_STARTUP_REPEATS = flags.DEFINE_integer(
+    "startup_repeats", 3, "startup: timed starts of each size (each best kept)."
+)
 _REFERENCE_DIR = flags.DEFINE_string(
     "reference_dir",
     None,
     "A facebookresearch/CPC_audio checkout, for --cases=reference.",
 )
-CASES = ("pretrain", "finetune", "input", "reference", "startup")
-# startup: utterances of the synthesizer's shortest length, quick to prepare,
-# ten per speaker; each size is timed this many times after a warm-up.
+CASES = ("peak", "pretrain", "finetune", "predict", "input", "reference", "startup")
+# Cases whose lines give an MFU: the peak is measured before them.
+MFU_CASES = ("peak", "pretrain", "finetune", "predict")
+# The peak is the best of this many matmuls after a warm-up one.
+PEAK_REPEATS = 5
+# ISA levels XLA's --xla_cpu_max_isa names on x86, oldest first, and the
+# /proc/cpuinfo flag that says a CPU has each.
+X86_ISA_LEVELS = (
+    ("SSE4_2", "sse4_2"),
+    ("AVX", "avx"),
+    ("AVX2", "avx2"),
+    ("AVX512", "avx512f"),
+    ("AVX512_VNNI", "avx512_vnni"),
+    ("AVX512_BF16", "avx512_bf16"),
+    ("AMX", "amx_bf16"),
+    ("AMX_FP16", "amx_fp16"),
+)
+ARM_ISA_LEVELS = (("NEON", "asimd"), ("SVE", "sve"), ("SVE2", "sve2"))
+# predict: the files' sample rates, in turn; each file is resampled to 16 kHz.
+PREDICT_RATES = (16000, 22050, 44100, 48000)
+PREDICT_SECONDS = (4.0, 8.0)
+# predict: timed passes over the files with the decoding pool and without.
+PREDICT_REPEATS = 2
+# startup: utterances of the synthesizer's shortest length, quick to
+# prepare, ten per speaker.
 STARTUP_SECONDS = 0.5
 STARTUP_PER_SPEAKER = 10
-STARTUP_REPEATS = 5
 # The CPC_audio harness sits beside the package in a checkout of cpcjax, out
 # of the package's import path: it imports CPC_audio and PyTorch.
 REFERENCE_HARNESS = os.path.join(
@@ -93,7 +141,7 @@ REFERENCE_HARNESS = os.path.join(
     "cpc_audio.py",
 )
 
-# Dense bf16 peak FLOP/s per device, for MFU.
+# Dense bf16 peak FLOP/s per device from the datasheets, for mfu_datasheet.
 PEAK_FLOPS = {
     "H100": 989e12,
     "H200": 989e12,
@@ -105,9 +153,147 @@ PEAK_FLOPS = {
 }
 
 
-def _peak(device_kind: str) -> float | None:
+def _datasheet_peak(device_kind: str) -> float | None:
     matches = [k for k in PEAK_FLOPS if k.lower() in device_kind.lower()]
     return PEAK_FLOPS[max(matches, key=len)] if matches else None
+
+
+def _cpu_flags() -> set[str]:
+    """The feature flags of /proc/cpuinfo (x86 "flags", Arm "Features")."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def isa(cpu_flags: set[str] | None = None, xla_flags: str | None = None) -> dict:
+    """The instruction set XLA targets on this CPU.
+
+    That is the newest level the CPU has, held down to `--xla_cpu_max_isa`
+    where XLA_FLAGS sets it.
+
+    Args:
+      cpu_flags: /proc/cpuinfo's flags; read from there when None.
+      xla_flags: the XLA_FLAGS value; read from the environment when None.
+
+    Returns:
+      {"isa": the family ("AVX2", "AVX512", "AMX", "NEON", "SVE"...),
+      "isa_level": XLA's name of the level ("AVX512_BF16"...),
+      "xla_cpu_max_isa": the flag's value or None}; the first two None where
+      the CPU is neither x86 nor Arm.
+    """
+    import re
+
+    cpu_flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    xla_flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
+    limits = re.findall(r"--xla_cpu_max_isa=(\w+)", xla_flags)
+    limit = limits[-1].upper() if limits else None
+    levels = ARM_ISA_LEVELS if "asimd" in cpu_flags else X86_ISA_LEVELS
+    names = [name for name, _ in levels]
+    have = 0  # levels the CPU has, each with all those before it
+    for _, flag in levels:
+        if flag not in cpu_flags:
+            break
+        have += 1
+    if limit in names:
+        have = min(have, names.index(limit) + 1)
+    level = names[have - 1] if have else None
+    family = level
+    for prefix in ("AVX512", "AMX", "SVE"):
+        if level and level.startswith(prefix):
+            family = prefix
+    return {"isa": family, "isa_level": level, "xla_cpu_max_isa": limit}
+
+
+def _has_bf16(platform: str, isa_level: str | None) -> bool:
+    """Whether the device multiplies bfloat16 natively (XLA CPU emulates it
+    with float32 arithmetic below AVX512_BF16)."""
+    if platform != "cpu":
+        return True
+    names = [name for name, _ in X86_ISA_LEVELS]
+    return isa_level in names and names.index(isa_level) >= names.index("AVX512_BF16")
+
+
+def measure_peak(size: int | None = None, repeats: int = PEAK_REPEATS) -> dict:
+    """The device's measured peak: the best of `repeats` jitted size^3 matmuls.
+
+    float32, and bfloat16 where the device has it natively. The peak line
+    also names the CPU and the ISA XLA targets, and the datasheet peak of an
+    accelerator where PEAK_FLOPS knows it.
+
+    Returns:
+      The line printed for the peak case; "flops_per_s" maps each dtype
+      measured to its FLOP/s on one device.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    device = jax.devices()[0]
+    target = isa() if device.platform == "cpu" else {}
+    size = size or (2048 if device.platform == "cpu" else 8192)
+    dtypes = ["float32"]
+    if _has_bf16(device.platform, target.get("isa_level")):
+        dtypes.append("bfloat16")
+    matmul = jax.jit(jnp.matmul)
+    flops_per_s = {}
+    for dtype in dtypes:
+        a, b = (
+            jax.random.normal(jax.random.key(i), (size, size), dtype) for i in (0, 1)
+        )
+        jax.block_until_ready(matmul(a, b))
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(matmul(a, b))
+            best = min(best, time.perf_counter() - t)
+        flops_per_s[dtype] = 2 * size**3 / best
+    datasheet = _datasheet_peak(device.device_kind)
+    return {
+        "case": "peak",
+        "device": device.device_kind,
+        "platform": device.platform,
+        "devices": jax.device_count(),
+        "cpu": _cpu_name(),
+        **target,
+        "size": size,
+        "repeats": repeats,
+        "flops_per_s": flops_per_s,
+        "tflops_per_s": {k: round(v / 1e12, 4) for k, v in flops_per_s.items()},
+        "datasheet_tflops_per_s": datasheet / 1e12 if datasheet else None,
+    }
+
+
+def mfu_fields(flops_s: float, dtype: str, peak: dict) -> dict:
+    """A case's FLOP rate against the measured peak and the datasheet's.
+
+    `mfu` is against the measured peak of the case's dtype; a bfloat16 case
+    is held to the better of the bfloat16 and float32 peaks, since its
+    matmuls could run in float32. A CPU's devices share the host's cores, so
+    its peak counts once per process; an accelerator's once per device.
+    `mfu_datasheet` is against PEAK_FLOPS, null where unknown (CPUs).
+    """
+    import jax
+
+    measured = peak["flops_per_s"]
+    per_device = max(measured.values()) if dtype == "bfloat16" else measured["float32"]
+    peak_dtype = max(measured, key=measured.get) if dtype == "bfloat16" else "float32"
+    cpu = peak["platform"] == "cpu"
+    total = per_device * (jax.process_count() if cpu else jax.device_count())
+    datasheet = peak["datasheet_tflops_per_s"]
+    return {
+        "mfu": round(flops_s / total, 4),
+        "mfu_against": f"measured {peak_dtype} matmul peak",
+        "peak_tflops_per_s": round(total / 1e12, 4),
+        "mfu_datasheet": (
+            round(flops_s / (datasheet * 1e12 * jax.device_count()), 4)
+            if datasheet
+            else None
+        ),
+    }
 
 
 def _host_peak_gib() -> float:
@@ -248,8 +434,8 @@ def _reference_case(harness, mesh, rng) -> None:
     print(json.dumps(line), flush=True)
 
 
-def _step_cases(config, mesh, rng, consumed: dict) -> None:
-    """The pretrain and finetune step cases of one config (one dtype)."""
+def _step_cases(config, mesh, rng, consumed: dict, peak: dict) -> None:
+    """The pretrain, finetune and predict cases of one config (one dtype)."""
     import jax
     import numpy as np
 
@@ -270,7 +456,6 @@ def _step_cases(config, mesh, rng, consumed: dict) -> None:
     }
 
     def report(case: str, audio_seconds: float, timing: dict, **extra) -> None:
-        peak = _peak(device.device_kind)
         flops_s = timing["flops_per_step"] / timing["step_s"]
         line = {
             "case": case,
@@ -279,7 +464,7 @@ def _step_cases(config, mesh, rng, consumed: dict) -> None:
             **timing,
             "audio_s_per_s": round(audio_seconds / timing["step_s"], 2),
             "tflops_per_s": round(flops_s / 1e12, 4),
-            "mfu": round(flops_s / (peak * jax.device_count()), 4) if peak else None,
+            **mfu_fields(flops_s, config.dtype, peak),
             "peak_host_gib": round(_host_peak_gib(), 3),
         }
         # The input pipeline must keep up with the fastest step measured.
@@ -319,6 +504,148 @@ def _step_cases(config, mesh, rng, consumed: dict) -> None:
             _STEPS.value,
         )
         report("finetune", _BATCH.value * length / SAMPLE_RATE, timing, window=length)
+    if "predict" in _CASES.value:
+        _predict_case(config, programs, mesh, rng, common, peak)
+
+
+def _write_predict_files(folder: str, rng) -> float:
+    """--predict_files wav files of PREDICT_SECONDS at PREDICT_RATES in turn;
+    returns their seconds of audio."""
+    import numpy as np
+    import soundfile as sf
+
+    seconds = 0.0
+    for i in range(_PREDICT_FILES.value):
+        rate = PREDICT_RATES[i % len(PREDICT_RATES)]
+        length = rng.uniform(*PREDICT_SECONDS)
+        wav = 0.1 * rng.standard_normal(round(length * rate))
+        sf.write(os.path.join(folder, f"{i:04d}.wav"), wav.astype(np.float32), rate)
+        seconds += round(length * rate) / rate
+    return seconds
+
+
+def _predict_case(config, programs, mesh, rng, common: dict, peak: dict) -> None:
+    """Prediction from wav files on disk, end to end, at the config's size.
+
+    A freshly initialised emotion model (its numbers are not the point)
+    predicts --predict_files files of 4-8 s at mixed rates, as
+    `cpcjax.predict` does: decoding and resampling on a thread pool, batches
+    of the config's eval_batch_size. Passes with the pool (`audio_s_per_s`)
+    and with each file decoded in turn (`serial_audio_s_per_s`) alternate,
+    PREDICT_REPEATS each after a warm-up pass that compiles; each reports its
+    best. `peak_audio_s_per_s` is what the measured peak allows for the
+    model's forward FLOPs, XLA's count for each batch the pass runs, and
+    `peak_fraction` the share of it reached (the pass's MFU);
+    `audio_flops_fraction` is the share of those FLOPs that falls on audio
+    rather than on the padding of the length buckets; `model_s` is the time
+    spent in the model's calls.
+    """
+    import tempfile
+
+    import jax
+    import numpy as np
+
+    from cpcjax import inference
+    from cpcjax.data import pipeline
+    from cpcjax.train import state as state_lib
+
+    buckets = pipeline.bucket_lengths(config.finetune.buckets)
+    example = {
+        "wav": jax.ShapeDtypeStruct((_BATCH.value, buckets[0]), np.float32),
+        "lengths": jax.ShapeDtypeStruct((_BATCH.value,), np.int32),
+    }
+    state = state_lib.create_state(
+        programs.emotion, programs.emotion_tx, jax.random.key(0), example, mesh
+    )
+    devices = mesh.devices.size
+    predictor = inference.Predictor(
+        info={},
+        label_scale={
+            "corpus": None,
+            "range": None,
+            "mean": [0.0] * 3,
+            "std": [1.0] * 3,
+        },
+        model=programs.emotion,
+        params=state.params,
+        mesh=mesh,
+        buckets=buckets,
+        batch_size=-(-config.finetune.eval_batch_size // devices) * devices,
+    )
+    jitted = predictor._predict
+    # Per model call of the warm-up pass: wav shape and samples of audio.
+    calls: list[tuple[tuple, int]] = []
+    model_s = [0.0]
+
+    def timed_predict(params, batch):
+        t = time.perf_counter()
+        out = jax.block_until_ready(jitted(params, batch))
+        model_s[0] += time.perf_counter() - t
+        if not timing:
+            calls.append((batch["wav"].shape, int(np.asarray(batch["lengths"]).sum())))
+        return out
+
+    timing = False
+
+    predictor.__dict__["_predict"] = timed_predict  # the cached_property's slot
+    with tempfile.TemporaryDirectory() as folder:
+        audio_s = _write_predict_files(folder, rng)
+        t = time.perf_counter()
+        rows, errors = predictor.predict_files([folder])
+        warmup_s = time.perf_counter() - t
+        if errors or len(rows) != _PREDICT_FILES.value:
+            raise RuntimeError(f"predict: {len(errors)} of the generated files failed")
+        timing = True
+        best = {"pool": (float("inf"), 0.0), "serial": (float("inf"), 0.0)}
+        for _ in range(PREDICT_REPEATS):
+            for name, workers in (("serial", 0), ("pool", None)):
+                model_s[0] = 0.0
+                t = time.perf_counter()
+                predictor.predict_files([folder], workers=workers)
+                took = time.perf_counter() - t
+                best[name] = min(best[name], (took, model_s[0]))
+    flops = {}  # XLA's FLOPs of one call at each wav shape
+    for shape, _ in calls:
+        if shape not in flops:
+            batch_struct = {
+                "wav": jax.ShapeDtypeStruct(shape, np.float32),
+                "lengths": jax.ShapeDtypeStruct(shape[:1], np.int32),
+                "weights": jax.ShapeDtypeStruct(shape[:1], np.float32),
+            }
+            cost = jitted.lower(state.params, batch_struct).compile().cost_analysis()
+            cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+            flops[shape] = float(cost.get("flops", 0.0)) if cost else 0.0
+    executed = sum(flops[shape] for shape, _ in calls)
+    needed = sum(
+        flops[shape] * samples / (shape[0] * shape[1]) for shape, samples in calls
+    )
+    wall_s, in_model_s = best["pool"]
+    fields = mfu_fields(executed / wall_s, config.dtype, peak)
+    peak_rate = audio_s * fields["peak_tflops_per_s"] * 1e12 / executed
+    line = {
+        "case": "predict",
+        **common,
+        "batch": predictor.batch_size,
+        "files": _PREDICT_FILES.value,
+        "rates": list(PREDICT_RATES),
+        "audio_s": round(audio_s, 2),
+        "model_calls": len(calls),
+        "decode_workers": os.cpu_count(),
+        "warmup_s": round(warmup_s, 3),
+        "wall_s": round(wall_s, 3),
+        "model_s": round(in_model_s, 3),
+        "serial_wall_s": round(best["serial"][0], 3),
+        "audio_s_per_s": round(audio_s / wall_s, 2),
+        "serial_audio_s_per_s": round(audio_s / best["serial"][0], 2),
+        "flops_per_audio_s": round(executed / audio_s),
+        "audio_flops_fraction": round(needed / executed, 4),
+        "peak_audio_s_per_s": round(peak_rate, 2),
+        "peak_fraction": round(audio_s / wall_s / peak_rate, 4),
+        "tflops_per_s": round(executed / wall_s / 1e12, 4),
+        **fields,
+        "peak_host_gib": round(_host_peak_gib(), 3),
+    }
+    print(json.dumps(line), flush=True)
 
 
 def _input_case(data_dir: str, consumed: dict) -> None:
@@ -390,41 +717,69 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _startup_case(data_dir: str) -> None:
-    """Time from start to the host's first batch, on synthetic corpora of each size.
+def _startup_corpus(n: int):
+    """The synthetic corpus of `n` utterances the startup case starts from."""
+    from cpcjax.data.corpora import synthetic
 
-    What a run does before its first step, compiling aside: open the prepared
-    dataset (builder, index, random-access source), then make this host's
-    share of the first batch of CPC crops. Each corpus is prepared once into
-    `data_dir` and reused by later runs; `prepare_s` is its preparation time,
-    or null where it was prepared already. The sizes are timed in turn,
-    STARTUP_REPEATS times after a warm-up round (imports, first file opens),
-    and each reports its median; `ratio` is the largest size's over the
-    smallest's.
+    return synthetic.SyntheticSpeechConfig(
+        name=f"startup_{n}",
+        part="unlabeled",
+        num_speakers=n // STARTUP_PER_SPEAKER,
+        utterances_per_speaker=STARTUP_PER_SPEAKER,
+        min_seconds=STARTUP_SECONDS,
+        max_seconds=STARTUP_SECONDS,
+    )
+
+
+def startup_child(data_dir: str, n: int, batch: int) -> None:
+    """A run's start up to the host's first batch, in this (fresh) process.
+
+    As a run does it: open the prepared corpus (builder, index, random-access
+    source), then make this host's share of the first batch of CPC crops.
+    Prints one JSON line: the wall-clock time the batch was ready, and
+    `open_s`, the part of the start spent on the data.
     """
-    import jax
-    import numpy as np
+    import time as clock
 
     from cpcjax.data import index, pipeline
     from cpcjax.data.corpora import synthetic
     from cpcjax.train import sharding
 
-    sizes = _startup_sizes()
+    rows = sharding.process_rows(batch)
+    t = clock.perf_counter()
+    corpus = _startup_corpus(n)
+    builder = synthetic.load_synthetic(corpus, data_dir)
+    utts = index.utterances(builder, ["train"], labeled=False, desc=corpus.name)
     window = round(STARTUP_SECONDS * SAMPLE_RATE)
-    rows = sharding.process_rows(_BATCH.value)
-    corpora = {
-        n: synthetic.SyntheticSpeechConfig(
-            name=f"startup_{n}",
-            part="unlabeled",
-            num_speakers=n // STARTUP_PER_SPEAKER,
-            utterances_per_speaker=STARTUP_PER_SPEAKER,
-            min_seconds=STARTUP_SECONDS,
-            max_seconds=STARTUP_SECONDS,
-        )
-        for n in sizes
-    }
+    pipeline.CropBatches(utts, window, batch, 0, rows).batch(0)
+    open_s = clock.perf_counter() - t
+    print(json.dumps({"ready": clock.time(), "open_s": open_s}), flush=True)
+
+
+def _startup_case(data_dir: str) -> None:
+    """Time from a run's start to the host's first batch, per corpus size.
+
+    Each start is a fresh process, as a run is: interpreter, imports, JAX's
+    backend, then `startup_child`; nothing is compiled. `startup_s` runs from
+    launching the process to the first batch, `open_s` is its part on the
+    data. Each corpus is prepared once into `data_dir` and reused by later
+    runs; `prepare_s` is its preparation time, or null where it was prepared
+    already. The sizes start in turn, --startup_repeats times after an
+    untimed round (file caches, compiled bytecode), and each reports its
+    best: the load of other processes only ever adds. `ratio` is the largest
+    size's startup_s over the smallest's.
+    """
+    import subprocess
+    import sys
+
+    import jax
+
+    from cpcjax.data.corpora import synthetic
+
+    sizes = _startup_sizes()
     prepare_s = {}
-    for n, corpus in corpora.items():
+    for n in sizes:
+        corpus = _startup_corpus(n)
         prepare_s[n] = None
         if not synthetic.SyntheticSpeech(
             config=corpus, data_dir=data_dir
@@ -433,34 +788,43 @@ def _startup_case(data_dir: str) -> None:
             synthetic.load_synthetic(corpus, data_dir)
             prepare_s[n] = round(time.perf_counter() - t, 2)
 
-    def start(corpus) -> float:
-        t = time.perf_counter()
-        builder = synthetic.load_synthetic(corpus, data_dir)
-        utts = index.utterances(builder, ["train"], labeled=False, desc=corpus.name)
-        pipeline.CropBatches(utts, window, _BATCH.value, 0, rows).batch(0)
-        return time.perf_counter() - t
+    def start(n: int) -> tuple[float, float]:
+        code = (
+            f"from cpcjax import bench; "
+            f"bench.startup_child({data_dir!r}, {n}, {_BATCH.value})"
+        )
+        launched = time.time()
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True
+        )
+        if proc.returncode:
+            lines = proc.stderr.strip().splitlines() or ["no output"]
+            cli.fail(f"startup: the run on {n} utterances failed: {lines[-1]}")
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        return out["ready"] - launched, out["open_s"]
 
     times = {n: [] for n in sizes}
-    for repeat in range(1 + STARTUP_REPEATS):
-        for n, corpus in corpora.items():
-            took = start(corpus)
+    for repeat in range(1 + _STARTUP_REPEATS.value):
+        for n in sizes:
+            took = start(n)
             if repeat:
                 times[n].append(took)
-    startup_s = [float(np.median(times[n])) for n in sizes]
+    best = {n: min(times[n]) for n in sizes}
+    startup_s = [best[n][0] for n in sizes]
     smallest, largest = sizes.index(min(sizes)), sizes.index(max(sizes))
     line = {
         "case": "startup",
         "cpu": _cpu_name(),
         "platform": jax.devices()[0].platform,
         "batch": _BATCH.value,
-        "window": window,
+        "window": round(STARTUP_SECONDS * SAMPLE_RATE),
         "utterance_s": STARTUP_SECONDS,
         "utterances": sizes,
-        "startup_s": [round(s, 4) for s in startup_s],
+        "startup_s": [round(s, 3) for s in startup_s],
+        "open_s": [round(best[n][1], 4) for n in sizes],
         "prepare_s": [prepare_s[n] for n in sizes],
         "ratio": round(startup_s[largest] / startup_s[smallest], 3),
-        "repeats": STARTUP_REPEATS,
-        "peak_host_gib": round(_host_peak_gib(), 3),
+        "repeats": _STARTUP_REPEATS.value,
     }
     print(json.dumps(line), flush=True)
 
@@ -494,6 +858,10 @@ def main(argv) -> None:
     sharding.check_batch_size(_BATCH.value, "batch_size")
     rng = np.random.default_rng(0)
     consumed = {}
+    peak = None
+    if any(case in _CASES.value for case in MFU_CASES):
+        peak = measure_peak(_PEAK_SIZE.value)
+        print(json.dumps(peak), flush=True)
     for dtype in _DTYPES.value:
         config = copy.deepcopy(_CONFIG.value)
         config.dtype = dtype
@@ -503,7 +871,7 @@ def main(argv) -> None:
             config.model.negatives_group_size, _BATCH.value
         )
         config_lib.validate(config)
-        _step_cases(config, mesh, rng, consumed)
+        _step_cases(config, mesh, rng, consumed, peak)
     if harness is not None:
         _reference_case(harness, mesh, rng)
     if "input" in _CASES.value:

@@ -14,11 +14,11 @@ from cpcjax import config as config_lib
 from cpcjax.constants import SAMPLE_RATE
 
 
-def _bench(tmp_path, *flags):
+def _bench(tmp_path, *flags, xla_flags=""):
     env = dict(
         os.environ,
         CPCJAX_DATA_DIR=str(tmp_path),
-        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {xla_flags}".strip(),
     )
     return subprocess.run(
         [sys.executable, "-m", "cpcjax.bench", *flags],
@@ -39,22 +39,34 @@ def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
         "--window=5120",
         "--finetune_seconds=1",
         "--steps=2",
-        "--cases=pretrain,finetune,input",
+        "--cases=peak,pretrain,finetune,predict,input",
         "--dtypes=float32,bfloat16",
+        "--peak_size=256",
+        "--predict_files=3",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
     assert [(l["case"], l.get("dtype")) for l in lines] == [
+        ("peak", None),
         ("pretrain", "float32"),
         ("finetune", "float32"),
+        ("predict", "float32"),
         ("pretrain", "bfloat16"),
         ("finetune", "bfloat16"),
+        ("predict", "bfloat16"),
         ("input", None),
     ]
+    peak = lines[0]
+    assert peak["platform"] == "cpu" and peak["size"] == 256 and peak["cpu"]
+    assert peak["isa"] and peak["isa_level"] and peak["datasheet_tflops_per_s"] is None
+    assert peak["flops_per_s"]["float32"] > 0
+    assert set(peak["tflops_per_s"]) == set(peak["flops_per_s"])
+    assert set(peak["flops_per_s"]) <= {"float32", "bfloat16"}
     fastest = max(l["audio_s_per_s"] for l in lines if l["case"] == "pretrain")
     ratio = lines[-1]["audio_s_per_s"] / fastest
     assert abs(lines[-1]["vs_pretrain_step"] - ratio) <= 0.01 * ratio + 0.01
-    for line, window in zip(lines[:4], (5120, 16000, 5120, 16000)):
+    steps = [l for l in lines if l["case"] in ("pretrain", "finetune")]
+    for line, window in zip(steps, (5120, 16000, 5120, 16000)):
         assert line["window"] == window and line["batch"] == 4 and line["devices"] == 1
         assert line["channels"] == 48  # the --config.x override reached the model
         assert line["flops_per_step"] > 0 and line["compile_s"] > 0
@@ -62,7 +74,72 @@ def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
             abs(line["audio_s_per_s"] - 4 * window / SAMPLE_RATE / line["step_s"])
             < 0.01
         )
-        assert line["mfu"] is None  # no known peak for a CPU
+    for line in lines[1:-1]:
+        # Against the measured peak, so never null; no datasheet for a CPU.
+        assert line["mfu"] > 0 and line["mfu_datasheet"] is None
+        assert line["mfu_against"] == (
+            "measured float32 matmul peak"
+            if line["dtype"] == "float32"
+            else f"measured {max(peak['flops_per_s'], key=peak['flops_per_s'].get)}"
+            " matmul peak"
+        )
+        flops_s = line["tflops_per_s"] * 1e12
+        assert abs(line["mfu"] - flops_s / (line["peak_tflops_per_s"] * 1e12)) < 2e-3
+    for line in (l for l in lines if l["case"] == "predict"):
+        assert line["files"] == 3 and line["channels"] == 48
+        assert line["audio_s"] > 3 * 4.0 and line["model_calls"] > 0
+        assert line["audio_s_per_s"] == pytest.approx(
+            line["audio_s"] / line["wall_s"], rel=0.01
+        )
+        assert line["serial_audio_s_per_s"] > 0 and line["model_s"] > 0
+        assert 0 < line["audio_flops_fraction"] <= 1
+        # The share of the peak's rate reached is the pass's MFU.
+        assert line["peak_fraction"] == pytest.approx(line["mfu"], abs=2e-3)
+
+
+# /proc/cpuinfo flags of an AVX-512 machine (a Zen 4), of an AVX2-only one (a
+# Zen 2), and of an Arm one with SVE.
+AVX2_FLAGS = {"sse4_2", "avx", "avx2", "fma"}
+AVX512_FLAGS = AVX2_FLAGS | {"avx512f", "avx512dq", "avx512_vnni", "avx512_bf16"}
+ARM_FLAGS = {"fp", "asimd", "sve"}
+
+
+@pytest.mark.parametrize(
+    "cpu,xla_flags,expected",
+    [
+        (AVX512_FLAGS, "", ("AVX512", "AVX512_BF16", None)),
+        (AVX512_FLAGS, "--xla_cpu_max_isa=AVX2", ("AVX2", "AVX2", "AVX2")),
+        (
+            AVX512_FLAGS,
+            "--xla_force_host_platform_device_count=8 --xla_cpu_max_isa=avx512",
+            ("AVX512", "AVX512", "AVX512"),
+        ),
+        (AVX2_FLAGS, "", ("AVX2", "AVX2", None)),
+        (AVX2_FLAGS, "--xla_cpu_max_isa=AVX512_BF16", ("AVX2", "AVX2", "AVX512_BF16")),
+        (ARM_FLAGS, "", ("SVE", "SVE", None)),
+        (ARM_FLAGS, "--xla_cpu_max_isa=NEON", ("NEON", "NEON", "NEON")),
+    ],
+)
+def test_isa_is_the_cpus_newest_held_to_xla_cpu_max_isa(cpu, xla_flags, expected):
+    target = bench.isa(cpu_flags=cpu, xla_flags=xla_flags)
+    assert (target["isa"], target["isa_level"], target["xla_cpu_max_isa"]) == expected
+
+
+def test_peak_under_xla_cpu_max_isa_avx2_names_avx2(tmp_path):
+    if "avx2" not in bench._cpu_flags():
+        pytest.skip("this CPU has no AVX2 to hold XLA to")
+    proc = _bench(
+        tmp_path,
+        "--cases=peak",
+        "--peak_size=128",
+        xla_flags="--xla_cpu_max_isa=AVX2",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert line["case"] == "peak"
+    assert (line["isa"], line["xla_cpu_max_isa"]) == ("AVX2", "AVX2")
+    # No bfloat16 units below AVX512_BF16: only the float32 peak is measured.
+    assert list(line["flops_per_s"]) == ["float32"]
 
 
 def test_reference_flags_are_the_paper_architecture_in_cpc_audio_terms():
