@@ -252,6 +252,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"a CPC stage is only trained for finetune.init_from={FROM_PRETRAINING!r}",
         )
     need(
+        c.pretrain.init_from == "" or corpus != NO_PRETRAINING,
+        "pretrain.init_from",
+        "needs a CPC stage: set pretrain.corpus",
+    )
+    need(
+        c.pretrain.init_from == "" or paths.isdir(paths.resolve(c.pretrain.init_from)),
+        "pretrain.init_from",
+        "must be '' or an existing checkpoints/ directory",
+    )
+    need(
         init in ("", FROM_PRETRAINING) or paths.isdir(paths.resolve(init)),
         "finetune.init_from",
         f"must be '', {FROM_PRETRAINING!r}, or an existing checkpoints/ directory",

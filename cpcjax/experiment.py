@@ -62,6 +62,14 @@ def pretrain_stage(
     state = state_lib.create_state(
         programs.cpc, programs.cpc_tx, jax.random.key(config.seed), example, mesh
     )
+    if p.init_from and workdir_lib.finished_steps(workdir) == 0:
+        source = paths.resolve(p.init_from)
+        keys = tuple(k for k in state.params if k in checkpoint.saved_params(source))
+        log.info("%s: starting from %s of %s", name, ", ".join(keys), source)
+        # Adam's moments are zeros of the params' shapes: no need to re-init.
+        state = state.replace(
+            params=checkpoint.restore_params(source, state.params, keys)
+        )
     loop.train(
         name=name,
         workdir=workdir,

@@ -402,3 +402,31 @@ def test_the_toy_loop_resumes_and_writes_every_row_once(tmp_path):
         (12, pytest.approx(1.2)),
     ]
     np.testing.assert_array_equal(np.asarray(again.params["w"]), [12.0, 12.0])
+
+
+def test_pretraining_starts_from_another_stage_given_by_init_from(
+    tmp_path, unlabeled_utts, monkeypatch
+):
+    c = tiny_config()
+    first, _ = _pretrain(c, unlabeled_utts, str(tmp_path / "first"))
+    c = tiny_config(**{"pretrain.init_from": str(tmp_path / "first" / "checkpoints")})
+    started = {}
+
+    def capture(**kwargs):
+        started["state"] = kwargs["state"]
+        return kwargs["state"]
+
+    monkeypatch.setattr(experiment.loop, "train", capture)
+    mesh = sharding.make_mesh()
+    experiment.pretrain_stage(
+        c, steps.Programs.build(c, mesh), mesh, unlabeled_utts, str(tmp_path / "b"), "b"
+    )
+    state = started["state"]
+    assert int(state.step) == 0
+    assert set(state.params) == {"encoder", "context", "predict_heads"}
+    for got, want in zip(
+        jax.tree.leaves(state.params), jax.tree.leaves(first.params), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    with pytest.raises(config_lib.ConfigError, match=r"config\.pretrain\.init_from"):
+        tiny_config("sup", **{"pretrain.init_from": str(tmp_path / "first")})

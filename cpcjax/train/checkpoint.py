@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import jax
 import orbax.checkpoint as ocp
 
+from cpcjax import paths
 from cpcjax import workdir as workdir_lib
 
 ITEM = "state"
@@ -19,12 +18,28 @@ def _abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+class _Manager(ocp.CheckpointManager):
+    """A CheckpointManager that leaves JAX's preemption sync point to the loop.
+
+    Orbax asks JAX whether the sync point is reached, passing the step it
+    saves, some of it from a background thread. JAX keeps only the last number
+    it was given, and the loop counts steps over all stages
+    (`loop.stop_requested`): mixing the two could put the sync point behind
+    some process, which would then never stop while the others wait for it.
+    The loop saves at the sync point itself.
+    """
+
+    def reached_preemption(self, step: int) -> bool:
+        del step
+        return False
+
+
 class Checkpoints:
     """The checkpoints of one training stage: async saves, last `keep` kept."""
 
     def __init__(self, directory: str, keep: int = 3):
-        self.directory = os.path.abspath(directory)
-        self.manager = ocp.CheckpointManager(
+        self.directory = paths.resolve(directory)
+        self.manager = _Manager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, enable_async_checkpointing=True, create=True
@@ -68,6 +83,23 @@ class Checkpoints:
         self.manager.close()
 
 
+def saved_params(directory: str) -> set[str]:
+    """The top-level parameter collections of the latest checkpoint in
+    `directory` (e.g. {"encoder", "context"} for an import without heads)."""
+    manager = ocp.CheckpointManager(
+        paths.resolve(directory),
+        item_handlers={ITEM: ocp.PyTreeCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(read_only=True),
+    )
+    try:
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {directory}")
+        return set(manager.item_metadata(step)[ITEM]["params"].keys())
+    finally:
+        manager.close()
+
+
 def restore_params(
     directory: str, params_like: dict, keys=("encoder", "context")
 ) -> dict:
@@ -86,7 +118,7 @@ def restore_params(
       `params_like` with the sub-trees under `keys` replaced by the checkpoint's.
     """
     manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        paths.resolve(directory),
         item_handlers={ITEM: ocp.PyTreeCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(read_only=True),
     )
@@ -112,16 +144,12 @@ def restore_params(
 
 def read_best(workdir: str) -> dict:
     """{"step", "value"[, "stopped_at"]} of the best dev evaluation of a run so far."""
-    path = os.path.join(workdir, workdir_lib.BEST_FILE)
-    if not os.path.exists(path):
-        return {"step": 0, "value": -math.inf}
-    with open(path) as f:
-        return json.load(f)
+    best = paths.read_json(paths.join(workdir, workdir_lib.BEST_FILE))
+    return {"step": 0, "value": -math.inf} if best is None else best
 
 
 def write_best(workdir: str, best: dict) -> None:
-    with open(os.path.join(workdir, workdir_lib.BEST_FILE), "w") as f:
-        json.dump(best, f)
+    paths.write_json(paths.join(workdir, workdir_lib.BEST_FILE), best)
 
 
 def restore_best_params(workdir: str, params_like):
