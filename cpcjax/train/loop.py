@@ -17,12 +17,13 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import json
+import itertools
 import logging
 import math
-import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +33,10 @@ import jax
 import numpy as np
 import tqdm
 from clu import metric_writers
+from jax.experimental import multihost_utils
 from tqdm.contrib import logging as tqdm_logging
 
+from cpcjax import paths
 from cpcjax import workdir as layout
 from cpcjax.train import checkpoint, sharding
 
@@ -67,14 +70,52 @@ class Preempted(Exception):
     """SIGTERM arrived: a checkpoint was saved; the same command continues."""
 
 
-# Set by SIGTERM (a TPU maintenance event, a cluster's preemption notice):
-# the loop saves at the end of the step in flight and stops.
+# Set when training should stop (SIGTERM: a TPU maintenance event, a
+# cluster's preemption notice): the loop saves at the end of the step in
+# flight and stops. A single process sets it from its own SIGTERM handler; the
+# processes of a multi-process run set it at the same step (`stop_requested`).
 STOP = threading.Event()
+# Training steps this process has run, over all its stages: the step id every
+# process gives JAX's preemption sync point. It only grows, so a sync point
+# chosen at the end of one stage is still ahead in the next.
+_steps_run = itertools.count(1)
+
+
+def _agreed_stop() -> bool:
+    """Whether JAX's preemption sync manager decides when to stop.
+
+    `jax.distributed.initialize` starts it and installs JAX's own SIGTERM
+    notifier, which tells every process of the run about the signal.
+    """
+    return jax.distributed.is_initialized() and jax.config.jax_enable_preemption_service
 
 
 def stop_on_sigterm() -> None:
-    """Routes SIGTERM to STOP; called once by the entry point."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
+    """Lets SIGTERM stop training; called once by the entry point, after
+    `jax.distributed.initialize` when there is one.
+
+    A handler of our own would replace JAX's notifier, and each process would
+    then stop at the step it happened to be on: so only without it.
+    """
+    if not _agreed_stop():
+        signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
+
+
+def stop_requested() -> bool:
+    """True once training should stop; called after every step, on every process.
+
+    With JAX's sync manager, the first True comes on every process at the same
+    call: the one after the furthest any process had got to when the first
+    SIGTERM reached any of them. Checking costs a mutex, not a round trip.
+    """
+    step = next(_steps_run)
+    if (
+        not STOP.is_set()
+        and _agreed_stop()
+        and multihost_utils.reached_preemption_sync_point(step)
+    ):
+        STOP.set()
+    return STOP.is_set()
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,12 +124,12 @@ class TrainingDiverged(RuntimeError):
 
 def _trim_metrics(path: str, last_step: int) -> None:
     """Drops lines a killed run wrote after its last checkpoint."""
-    if not os.path.exists(path):
+    if not paths.exists(path):
         return
-    with open(path) as f:
-        lines = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
-    with open(path, "w") as f:
-        f.writelines(lines)
+    rows = paths.read_jsonl(path)
+    kept = [r for r in rows if r["step"] <= last_step]
+    if len(kept) < len(rows):
+        paths.write_jsonl(path, kept)
 
 
 def _first_nonfinite(rows: list[dict]) -> int | None:
@@ -117,8 +158,7 @@ class _MetricsLog:
 
     def _append(self, rows: list[dict]) -> None:
         if self.is_main and rows:
-            with open(self.path, "a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows)
+            paths.append_jsonl(self.path, rows)
 
     def flush(self) -> tuple[dict[str, float], dict | None]:
         """Fetches the pending metrics and writes them.
@@ -156,6 +196,39 @@ class _MetricsLog:
         )
 
 
+class _EventsWriter:
+    """TensorBoard's writer for a stage's workdir (a logging-only one off the
+    first process).
+
+    TensorFlow writes the event files, local or on Cloud Storage, except
+    where its GCS client cannot reach the storage (an emulator): there they
+    go to a local folder, copied to the workdir at every flush.
+    """
+
+    def __init__(self, workdir: str, is_main: bool):
+        self.workdir = workdir
+        self.local = None
+        if is_main and not paths.tensorflow_reaches(workdir):
+            self.local = tempfile.mkdtemp(prefix="cpcjax-events-")
+        self.writer = metric_writers.create_default_writer(
+            self.local or workdir, just_logging=not is_main
+        )
+
+    def write_scalars(self, step: int, scalars: dict) -> None:
+        self.writer.write_scalars(step, scalars)
+
+    def flush(self) -> None:
+        self.writer.flush()
+        if self.local is not None:
+            paths.copy_tree(self.local, self.workdir)
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        if self.local is not None:
+            shutil.rmtree(self.local, ignore_errors=True)
+
+
 class _Selector:
     """The best dev evaluation so far: its params in `best/`, and early stopping."""
 
@@ -164,9 +237,7 @@ class _Selector:
         self.selection = selection
         self.workdir = workdir
         self.best = best  # {"step", "value"[, "stopped_at"]}, as in best.json
-        self.ckpts = checkpoint.Checkpoints(
-            os.path.join(workdir, layout.BEST_DIR), keep=1
-        )
+        self.ckpts = checkpoint.Checkpoints(layout.best_dir(workdir), keep=1)
 
     def update(self, done: int, params, scores: dict[str, float]) -> bool:
         """Keeps `params` when step `done` scored a new best; True to stop early."""
@@ -294,11 +365,9 @@ class _Stage:
         self.selection = selection
         self.is_main = jax.process_index() == 0
         self.shapes: set[tuple[int, ...]] = set()  # batch shapes stepped so far
-        self.writer = metric_writers.create_default_writer(
-            workdir, just_logging=not self.is_main
-        )
+        self.writer = _EventsWriter(workdir, self.is_main)
         self.metrics = _MetricsLog(
-            name, os.path.join(workdir, layout.METRICS_FILE), self.writer, self.is_main
+            name, paths.join(workdir, layout.METRICS_FILE), self.writer, self.is_main
         )
         self.selector = _Selector(name, selection, workdir, best) if selection else None
         self.progress = _Progress(name, start, num_steps, self.is_main)
@@ -339,7 +408,7 @@ class _Stage:
         if self.selector and (done % self.selection.every == 0 or last):
             self._flush()
             last = self._select(done, state) or last
-        preempted = STOP.is_set()
+        preempted = stop_requested()
         if preempted and not last:
             self._flush()
         if checkpoint_due or last or preempted:
@@ -383,7 +452,7 @@ class _Stage:
         self.ckpts.close()
         if self.selector:
             self.selector.close()
-        self.writer.flush()
+        self.writer.close()
 
 
 def train(
@@ -430,13 +499,13 @@ def train(
       Preempted: SIGTERM arrived (see `stop_on_sigterm`); the step in flight
         finished and was checkpointed.
     """
-    os.makedirs(workdir, exist_ok=True)
-    ckpts = checkpoint.Checkpoints(os.path.join(workdir, layout.CHECKPOINTS_DIR))
+    paths.makedirs(workdir)
+    ckpts = checkpoint.Checkpoints(layout.checkpoint_dir(workdir))
     start = ckpts.latest_step() or 0
     if start:
         state = ckpts.restore(start, state)
     if jax.process_index() == 0:
-        _trim_metrics(os.path.join(workdir, layout.METRICS_FILE), start)
+        _trim_metrics(paths.join(workdir, layout.METRICS_FILE), start)
     best = checkpoint.read_best(workdir)
     if start >= min(num_steps, best.get("stopped_at", num_steps)):
         ckpts.close()
