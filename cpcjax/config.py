@@ -252,14 +252,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"a CPC stage is only trained for finetune.init_from={FROM_PRETRAINING!r}",
         )
     need(
-        c.pretrain.init_from == "" or corpus != NO_PRETRAINING,
+        c.pretrain.init_from == "" or init == FROM_PRETRAINING,
         "pretrain.init_from",
-        "needs a CPC stage: set pretrain.corpus",
+        f"is what fine-tuning starts from only with "
+        f"finetune.init_from={FROM_PRETRAINING!r}",
     )
     need(
         c.pretrain.init_from == "" or paths.isdir(paths.resolve(c.pretrain.init_from)),
         "pretrain.init_from",
-        "must be '' or an existing checkpoints/ directory",
+        "must be '' or an existing folder: a CPC stage or an import_cpc_audio output",
     )
     need(
         init in ("", FROM_PRETRAINING) or paths.isdir(paths.resolve(init)),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -62,14 +63,6 @@ def pretrain_stage(
     state = state_lib.create_state(
         programs.cpc, programs.cpc_tx, jax.random.key(config.seed), example, mesh
     )
-    if p.init_from and workdir_lib.finished_steps(workdir) == 0:
-        source = paths.resolve(p.init_from)
-        keys = tuple(k for k in state.params if k in checkpoint.saved_params(source))
-        log.info("%s: starting from %s of %s", name, ", ".join(keys), source)
-        # Adam's moments are zeros of the params' shapes: no need to re-init.
-        state = state.replace(
-            params=checkpoint.restore_params(source, state.params, keys)
-        )
     loop.train(
         name=name,
         workdir=workdir,
@@ -220,12 +213,17 @@ def run_method(
         programs[key] = Programs.build(config, mesh)
     prog = programs[key]
     label = config_lib.label(config)
-    own_audio = config.pretrain.corpus == config_lib.OWN_AUDIO
+    own_audio = (
+        config.pretrain.corpus == config_lib.OWN_AUDIO and not config.pretrain.init_from
+    )
     init = config.finetune.init_from
 
     # The encoder and context network fine-tuning starts from, if any.
     cpc_checkpoint = None
-    if init not in ("", config_lib.FROM_PRETRAINING):
+    if config.pretrain.init_from:
+        cpc_checkpoint = cpc_source(config.pretrain.init_from)[1]
+        log.info("%s: no pretraining, starting from %s", label, cpc_checkpoint)
+    elif init not in ("", config_lib.FROM_PRETRAINING):
         cpc_checkpoint = paths.resolve(init)
     elif init == config_lib.FROM_PRETRAINING and not own_audio:
         unlabeled = sharding.main_process_first(
@@ -311,8 +309,64 @@ def run_method(
     )
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs a method config, or every method of a demo config; writes the report."""
+def cpc_source(directory: str):
+    """(model config, checkpoint dir) of an earlier CPC stage or an import."""
+    from cpcjax import embed
+
+    try:
+        config, ckpt_dir, _ = embed.resolve_source(directory)
+    except embed.SourceError as e:
+        raise config_lib.ConfigError(f"config.pretrain.init_from: {e}") from None
+    return config, ckpt_dir
+
+
+def adopt_checkpoint_model(config, explicit: Sequence[str] = ()) -> list[str]:
+    """With `pretrain.init_from`, the checkpoint's model config wins.
+
+    Its model fields replace the config's, so the recognizer is built around
+    the encoder and context network it restores.
+
+    Args:
+      config: a method config; changed in place.
+      explicit: dotted fields the user set by hand (`model.channels` for
+        `--config.model.channels=...`); one the checkpoint contradicts is an
+        error rather than silently replaced.
+
+    Returns:
+      The fields taken from the checkpoint, as "model.X=value".
+
+    Raises:
+      ConfigError: no usable checkpoint there, or an explicit conflict.
+    """
+    if not config.pretrain.init_from:
+        return []
+    source, _ = cpc_source(config.pretrain.init_from)
+    taken = []
+    for key, value in source.model.items():
+        if key not in config.model or config.model[key] == value:
+            continue
+        if f"model.{key}" in explicit:
+            raise config_lib.ConfigError(
+                f"--config.model.{key}={config.model[key]!r} conflicts with "
+                f"{config.pretrain.init_from}, whose model has {key}={value!r}: "
+                f"drop the override"
+            )
+        config.model[key] = value
+        taken.append(f"model.{key}={value!r}")
+    if taken:
+        log.info("model config of %s: %s", config.pretrain.init_from, ", ".join(taken))
+    return taken
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: str, explicit: Sequence[str] = ()
+) -> dict:
+    """Runs a method config, or every method of a demo config; writes the report.
+
+    `explicit` names the fields set on the command line (see
+    `adopt_checkpoint_model`).
+    """
+    adopt_checkpoint_model(config, explicit)
     method_configs = config_lib.expand(config)
     paths.check_reachable(workdir, "--workdir")
     paths.check_reachable(config.data_dir, "data_dir")

@@ -181,7 +181,12 @@ def main(argv) -> None:
     _warn_if_gpu_unused(jax, log)
     loop.stop_on_sigterm()
     try:
-        result = experiment.run(config, workdir)
+        explicit = [
+            a[len("--config.") :].split("=", 1)[0]
+            for a in sys.argv
+            if a.startswith("--config.")
+        ]
+        result = experiment.run(config, workdir, explicit)
     except loop.Preempted as e:
         print(str(e), file=sys.stderr)
         sys.exit(0)

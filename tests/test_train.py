@@ -404,29 +404,32 @@ def test_the_toy_loop_resumes_and_writes_every_row_once(tmp_path):
     np.testing.assert_array_equal(np.asarray(again.params["w"]), [12.0, 12.0])
 
 
-def test_pretraining_starts_from_another_stage_given_by_init_from(
-    tmp_path, unlabeled_utts, monkeypatch
+def test_init_from_an_earlier_cpc_stage_skips_pretraining_and_takes_its_model(
+    tmp_path, unlabeled_utts
 ):
-    c = tiny_config()
-    first, _ = _pretrain(c, unlabeled_utts, str(tmp_path / "first"))
-    c = tiny_config(**{"pretrain.init_from": str(tmp_path / "first" / "checkpoints")})
-    started = {}
+    from cpcjax import workdir as workdir_lib
 
-    def capture(**kwargs):
-        started["state"] = kwargs["state"]
-        return kwargs["state"]
+    earlier = tiny_config()
+    workdir_lib.claim(earlier, str(tmp_path / "a"))
+    _pretrain(earlier, unlabeled_utts, str(tmp_path / "a" / "pretrain"))
 
-    monkeypatch.setattr(experiment.loop, "train", capture)
-    mesh = sharding.make_mesh()
-    experiment.pretrain_stage(
-        c, steps.Programs.build(c, mesh), mesh, unlabeled_utts, str(tmp_path / "b"), "b"
+    c = tiny_config(
+        **{
+            "pretrain.init_from": str(tmp_path / "a" / "pretrain"),
+            "model.context_hidden": 32,
+            "data_dir": str(tmp_path / "data"),
+        }
     )
-    state = started["state"]
-    assert int(state.step) == 0
-    assert set(state.params) == {"encoder", "context", "predict_heads"}
-    for got, want in zip(
-        jax.tree.leaves(state.params), jax.tree.leaves(first.params), strict=True
-    ):
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    with pytest.raises(config_lib.ConfigError, match="model.context_hidden=32"):
+        experiment.adopt_checkpoint_model(c, explicit=["model.context_hidden"])
+    report = experiment.run(c, str(tmp_path / "b"))
+    assert not (tmp_path / "b" / "pretrain").exists()  # nothing pretrained
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["model"]["context_hidden"] == 16  # the checkpoint's
+    (row,) = report["rows"]
+    assert set(row["ccc"]) == {"avg", "act", "val", "dom"}
+    # The recognizer's encoder started from the earlier stage: the linear
+    # probe reads exactly those features.
+    assert row["probe"] is not None
     with pytest.raises(config_lib.ConfigError, match=r"config\.pretrain\.init_from"):
-        tiny_config("sup", **{"pretrain.init_from": str(tmp_path / "first")})
+        tiny_config("sup", **{"pretrain.init_from": str(tmp_path / "a" / "pretrain")})

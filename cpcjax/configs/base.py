@@ -104,9 +104,9 @@ def get_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
     # audio_folder:<name> (a folder prepared with `cpcjax.prepare audio_folder`),
     # synthetic_unlabeled.
     p.corpus = "none"
-    # Where CPC pretraining starts: "" (random init), or the checkpoints/
-    # directory of another CPC stage or of `cpcjax.import_cpc_audio`'s output;
-    # its encoder, context network and (when it has them) prediction heads.
+    # An earlier CPC stage (a workdir's pretrain/ or pretrain/fold<k>/) or an
+    # import_cpc_audio folder: no pretraining is run, fine-tuning starts from
+    # it (finetune.init_from="pretrain"), and its model config wins.
     p.init_from = ""
     p.librispeech_subsets = ("train-clean-100",)  # [ours] the original CPC's 100 h
     p.num_steps = 300_000  # van den Oord et al.

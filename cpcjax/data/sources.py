@@ -144,6 +144,8 @@ def check_prepared(config) -> None:
     root = data_dir(config)
     if config.corpus != "synthetic":
         _prepared(config.corpus, root)
+    if config.pretrain.init_from:
+        return  # no pretraining: its corpus is not read
     if config.pretrain.corpus not in ("none", "emotion_train", "synthetic_unlabeled"):
         corpus, options = _pretrain_builder(config)
         _prepared(corpus, root, **options)

@@ -83,23 +83,6 @@ class Checkpoints:
         self.manager.close()
 
 
-def saved_params(directory: str) -> set[str]:
-    """The top-level parameter collections of the latest checkpoint in
-    `directory` (e.g. {"encoder", "context"} for an import without heads)."""
-    manager = ocp.CheckpointManager(
-        paths.resolve(directory),
-        item_handlers={ITEM: ocp.PyTreeCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(read_only=True),
-    )
-    try:
-        step = manager.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {directory}")
-        return set(manager.item_metadata(step)[ITEM]["params"].keys())
-    finally:
-        manager.close()
-
-
 def restore_params(
     directory: str, params_like: dict, keys=("encoder", "context")
 ) -> dict:
