@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import shutil
 import sys
 from collections.abc import Callable
 
@@ -101,6 +102,19 @@ def _parser(doc: str | None, help_extra, prepare_argv):
             fail(f"{e.filename or _clean(e)}: no such file")
 
     return parse
+
+
+def warn_if_gpu_unused(jax, log) -> None:
+    """One line when an NVIDIA GPU is visible but JAX runs on the CPU, as it
+    does with the CPU-only jaxlib of `pip install -e .`; not when the user
+    asked for the CPU with JAX_PLATFORMS."""
+    gpu = shutil.which("nvidia-smi") or os.path.exists("/dev/nvidia0")
+    chose_cpu = os.environ.get("JAX_PLATFORMS", "").strip() == "cpu"
+    if gpu and not chose_cpu and jax.default_backend() == "cpu":
+        log.warning(
+            "an NVIDIA GPU is visible but JAX runs on the CPU: install the GPU "
+            "build with pip install -e '.[gpu]' (jax[cuda12])"
+        )
 
 
 def resolve_config_flag(argv: list[str]) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import traceback
 
@@ -98,19 +97,6 @@ def _start_distributed(jax) -> None:
         jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
 
 
-def _warn_if_gpu_unused(jax, log) -> None:
-    """One line when an NVIDIA GPU is visible but JAX runs on the CPU, as it
-    does with the CPU-only jaxlib of `pip install -e .`; not when the user
-    asked for the CPU with JAX_PLATFORMS."""
-    gpu = shutil.which("nvidia-smi") or os.path.exists("/dev/nvidia0")
-    chose_cpu = os.environ.get("JAX_PLATFORMS", "").strip() == "cpu"
-    if gpu and not chose_cpu and jax.default_backend() == "cpu":
-        log.warning(
-            "an NVIDIA GPU is visible but JAX runs on the CPU: install the GPU "
-            "build with pip install -e '.[gpu]' (jax[cuda12])"
-        )
-
-
 def _fail(jax, message: str, code: int = cli.EXIT_USAGE) -> None:
     """Stops on `message`; in a multi-process run, this process at once.
 
@@ -178,7 +164,7 @@ def main(argv) -> None:
         jax.default_backend(),
         workdir,
     )
-    _warn_if_gpu_unused(jax, log)
+    cli.warn_if_gpu_unused(jax, log)
     loop.stop_on_sigterm()
     try:
         explicit = [

@@ -225,7 +225,7 @@ def test_a_gpu_that_jax_does_not_use_gets_one_warning(
 
     import jax
 
-    from cpcjax import main
+    from cpcjax import cli
 
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100'\n")
@@ -237,7 +237,7 @@ def test_a_gpu_that_jax_does_not_use_gets_one_warning(
         monkeypatch.setenv("JAX_PLATFORMS", platforms)
     log = logging.getLogger("cpcjax.test")
     with caplog.at_level(logging.WARNING, logger="cpcjax.test"):
-        main._warn_if_gpu_unused(jax, log)
+        cli.warn_if_gpu_unused(jax, log)
     warnings = [r.getMessage() for r in caplog.records]
     if platforms == "cpu":  # the user asked for the CPU
         assert warnings == []
@@ -252,12 +252,12 @@ def test_no_gpu_no_warning(tmp_path, monkeypatch, caplog):
 
     import jax
 
-    from cpcjax import main
+    from cpcjax import cli
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JAX_PLATFORMS", raising=False)
-    monkeypatch.setattr(main.os.path, "exists", lambda p: False)
+    monkeypatch.setattr(cli.os.path, "exists", lambda p: False)
     log = logging.getLogger("cpcjax.test")
     with caplog.at_level(logging.WARNING, logger="cpcjax.test"):
-        main._warn_if_gpu_unused(jax, log)
+        cli.warn_if_gpu_unused(jax, log)
     assert caplog.records == []
