@@ -63,8 +63,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def _clean(message: str) -> str:
     """One line from an exception absl or ml_collections wrapped, e.g.
     "'num_step'\\nDid you mean ..." -> "'num_step'; did you mean ..."."""
-    text = str(message).strip().strip("'\"").replace("\\n", "\n")
-    lines = [line.strip().strip("'\"") for line in text.splitlines() if line.strip()]
+    text = str(message).strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]  # a KeyError's repr
+    text = text.replace("\\n", "\n")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if any(line.startswith("Traceback") for line in lines):
         # A config file raised while ml_collections loaded it: its last line
         # is the exception, e.g. "cpcjax.config.ConfigError: unknown corpus".
@@ -200,12 +203,13 @@ def run(
 def console(argv: list[str] | None = None) -> None:
     """The `cpcjax` command: `cpcjax SUBCOMMAND [FLAGS] [ARGS]`."""
     argv = list(sys.argv if argv is None else argv)
+    width = max(len(name) for name in COMMANDS)
     usage = (
         "usage: cpcjax {"
         + ",".join(COMMANDS)
         + "} [--help] ...\n\n"
         + "\n".join(
-            f"  {name:<8} {text}   (python -m {module})"
+            f"  {name:<{width}}  {text}   (python -m {module})"
             for name, (module, text) in COMMANDS.items()
         )
     )
