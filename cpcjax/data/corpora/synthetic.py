@@ -9,10 +9,12 @@ downloaded; the audio is generated from the config's seed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 from tensorflow_datasets.core.utils import tqdm_utils
 
 from cpcjax import paths
@@ -192,14 +194,24 @@ def load_synthetic(
         try_download_gcs=False,
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
     )
-    # Generation takes seconds to minutes: show the bar even where the
-    # caller turned TFDS's progress bars off.
+    # Generation takes seconds to minutes; cpcjax says so in its own line,
+    # and TFDS's bars and banners stay off.
+    name = builder.builder_config.name
+    logging.getLogger("cpcjax").info(
+        "synthetic corpus: generating %s in %s (once; later runs read it)",
+        name,
+        data_dir,
+    )
     was_shown = getattr(tqdm_utils, "_active", True)
-    tfds.display_progress_bar(True)
+    tfds.disable_progress_bar()
+    absl_logging.set_verbosity(absl_logging.ERROR)
     # ArrayRecord writes local files only: a remote data dir gets a copy.
     try:
         with paths.staged_dir(data_dir, exclude=paths.TFDS_SCRATCH) as local:
-            SyntheticSpeech(config=config_name, data_dir=local).download_and_prepare(
+            staged = SyntheticSpeech(config=config_name, data_dir=local)
+            # TFDS prints its banners with print(), whatever the log level.
+            staged._log_download_bytes = staged._log_download_done = lambda: None
+            staged.download_and_prepare(
                 file_format="array_record", download_config=download_config
             )
     finally:
