@@ -12,6 +12,7 @@ runs/<config>_<corpus>; rerunning the same command continues what is there.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -95,6 +96,14 @@ def _start_distributed(jax) -> None:
         )
     elif _DISTRIBUTED.value:
         jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    else:
+        return
+    # A process whose peer stops sending heartbeats (rather than breaking a
+    # collective's connection) is ended by JAX's client itself, with its own
+    # "Terminating process because the JAX distributed service detected fatal
+    # errors" line and an abort. Python's fault handler, which absl turns on,
+    # would bury that line under every thread's stack and ~190 module names.
+    faulthandler.disable()
 
 
 def _fail(jax, message: str, code: int = cli.EXIT_USAGE) -> None:

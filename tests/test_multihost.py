@@ -180,7 +180,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path, data_dir, two_w
         ).read_text()
 
 
-def test_a_process_that_dies_stops_the_others_with_one_line(tmp_path, data_dir):
+def test_a_process_that_dies_stops_the_others(tmp_path, data_dir):
     workdir = tmp_path / "run"
     procs = start(workdir, data_dir, ["--config.pretrain.num_steps=100000"])
     wait_for_steps(workdir, 3)
@@ -192,7 +192,15 @@ def test_a_process_that_dies_stops_the_others_with_one_line(tmp_path, data_dir):
         procs[0].kill()
     assert time.time() - killed < 120
     err = Path(f"{workdir}.err0").read_text()
-    last = [line for line in err.splitlines() if line.strip()][-1]
-    assert code == 1, err[-3000:]
-    assert last.startswith("error: process 0/2: lost contact with another process")
-    assert "its log says why it stopped" in last
+    if code == 1:
+        # It noticed at a collective: cpcjax's one line, last.
+        last = [line for line in err.splitlines() if line.strip()][-1]
+        assert last.startswith("error: process 0/2: lost contact with another process")
+        assert "its log says why it stopped" in last
+    else:
+        # It was between collectives (compiling, on a loaded machine) when
+        # JAX's coordination service missed the dead process' heartbeats: its
+        # client ends this one with its own fatal line and no Python dump.
+        assert code == -signal.SIGABRT, err[-3000:]
+        assert "another task died" in err
+        assert "Fatal Python error" not in err and "Extension modules" not in err
