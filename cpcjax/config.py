@@ -291,6 +291,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
         f"must be divisible by model.attention_heads={c.model.attention_heads}",
     )
     need(
+        c.finetune.encoder_lr_scale >= 0,
+        "finetune.encoder_lr_scale",
+        "must be >= 0 (0 holds the encoder and context network still)",
+    )
+    need(
+        isinstance(c.finetune.freeze_steps, int) and c.finetune.freeze_steps >= 0,
+        "finetune.freeze_steps",
+        "must be an int >= 0",
+    )
+    need(
         0 <= c.finetune.alpha + c.finetune.beta <= 1,
         "finetune.alpha",
         "alpha + beta must lie in [0, 1]",

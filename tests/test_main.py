@@ -226,3 +226,9 @@ def test_bad_values_fail_naming_the_field(tiny_config):
         tiny_config("sup", finetune__init_from="pretrain")
     with pytest.raises(config_lib.ConfigError, match=r"config\.pretrain\.corpus"):
         tiny_config("sup", pretrain__corpus="librispeech")
+    with pytest.raises(
+        config_lib.ConfigError, match=r"finetune\.encoder_lr_scale.*-0\.1"
+    ):
+        tiny_config("pre_cpc", finetune__encoder_lr_scale=-0.1)
+    with pytest.raises(config_lib.ConfigError, match=r"finetune\.freeze_steps"):
+        tiny_config("pre_cpc", finetune__freeze_steps=-1)

@@ -166,6 +166,38 @@ def test_finetuning_starts_from_the_cpc_encoder(
     assert len(result["test"]["preds"]) == len(split["test"])
 
 
+def test_the_encoder_is_held_still_then_trained_at_its_own_rate():
+    stage = tiny_config(
+        **{
+            "finetune.learning_rate": 0.1,
+            "finetune.warmup_steps": 2,
+            "finetune.freeze_steps": 3,
+            "finetune.encoder_lr_scale": 0.5,
+        }
+    ).finetune
+    tx = state_lib.optimizer(stage, ("encoder", "context"))
+    params = {k: jnp.zeros(2) for k in ("encoder", "context", "recognizer")}
+    grads = {k: jnp.ones(2) for k in params}
+    opt_state = tx.init(params)
+    moves = []
+    for _ in range(8):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        moves.append({k: -float(v[0]) for k, v in updates.items()})
+    # Adam's step on a constant gradient is the learning rate itself.
+    head = [m["recognizer"] for m in moves]
+    np.testing.assert_allclose(head, [0, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], atol=1e-6)
+    for key in ("encoder", "context"):
+        cpc = [m[key] for m in moves]
+        np.testing.assert_allclose(
+            cpc, [0, 0, 0, 0, 0.025, 0.05, 0.05, 0.05], atol=1e-6
+        )
+    # The defaults keep plain Adam: the optimizer state of earlier checkpoints.
+    plain = state_lib.optimizer(tiny_config().finetune, ("encoder", "context"))
+    assert jax.tree.structure(plain.init(params)) == jax.tree.structure(
+        state_lib.optimizer(tiny_config().pretrain).init(params)
+    )
+
+
 def test_selection_keeps_the_best_dev_params_and_stops_early(tmp_path, unlabeled_utts):
     c = tiny_config()
     c.pretrain.num_steps = 6

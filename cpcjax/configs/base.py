@@ -123,6 +123,11 @@ def get_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
     f.init_from = ""
     f.cpc_weight = 0.0  # lambda of InfoNCE added to the CCC loss (jointCPC)
     f.freeze_cpc = False  # [ours] pretrained encoder + GRU are fine-tuned
+    # [ours] The encoder and context network's learning rate, relative to the
+    # head's, and the steps they are held still at the start (the head alone
+    # learns; then theirs warms up). miniCPC and preCPC set their own.
+    f.encoder_lr_scale = 1.0
+    f.freeze_steps = 0
     f.num_steps = 6000  # [ours]
     f.batch_size = 32  # [ours]
     f.learning_rate = 1e-4  # [ours]

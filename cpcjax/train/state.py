@@ -12,21 +12,48 @@ from flax.training import train_state
 from cpcjax.train import sharding
 
 
-def optimizer(stage, frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
-    """Adam with linear warmup then constant rate; `frozen` params never move."""
-    schedule = optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, stage.learning_rate, stage.warmup_steps),
-            optax.constant_schedule(stage.learning_rate),
-        ],
-        [stage.warmup_steps],
-    )
-    adam = optax.adam(schedule)
-    if not frozen:
+def _schedule(learning_rate: float, warmup_steps: int, delay: int = 0):
+    """0 for `delay` steps, then a linear warmup to `learning_rate`, then constant."""
+    parts = [
+        optax.linear_schedule(0.0, learning_rate, warmup_steps),
+        optax.constant_schedule(learning_rate),
+    ]
+    bounds = [warmup_steps]
+    if delay:
+        parts, bounds = (
+            [optax.constant_schedule(0.0), *parts],
+            [delay, delay + warmup_steps],
+        )
+    return optax.join_schedules(parts, bounds)
+
+
+def optimizer(stage, cpc_keys: tuple[str, ...] = ()) -> optax.GradientTransformation:
+    """Adam with linear warmup then a constant rate.
+
+    With `cpc_keys` (the fine-tuning stage's encoder and context network),
+    those params follow the stage's own recipe for them: frozen
+    (`freeze_cpc`), or held still for the first `freeze_steps` and then
+    trained at `encoder_lr_scale` times the head's rate, after a warmup of
+    their own.
+    """
+    adam = optax.adam(_schedule(stage.learning_rate, stage.warmup_steps))
+    if not cpc_keys:
         return adam
+    if stage.freeze_cpc:
+        cpc = optax.set_to_zero()
+    elif stage.encoder_lr_scale == 1 and stage.freeze_steps == 0:
+        return adam
+    else:
+        cpc = optax.adam(
+            _schedule(
+                stage.learning_rate * stage.encoder_lr_scale,
+                stage.warmup_steps,
+                delay=stage.freeze_steps,
+            )
+        )
     return optax.multi_transform(
-        {"train": adam, "frozen": optax.set_to_zero()},
-        lambda params: {k: "frozen" if k in frozen else "train" for k in params},
+        {"head": adam, "cpc": cpc},
+        lambda params: {k: "cpc" if k in cpc_keys else "head" for k in params},
     )
 
 

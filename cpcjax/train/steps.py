@@ -159,12 +159,11 @@ class Programs:
         rep = sharding.replicated(mesh)
         cpc = build.cpc_model(config)
         emotion = build.emotion_model(config)
-        frozen = build.CPC_KEYS if config.finetune.freeze_cpc else ()
         return cls(
             cpc=cpc,
             emotion=emotion,
             cpc_tx=state_lib.optimizer(config.pretrain),
-            emotion_tx=state_lib.optimizer(config.finetune, frozen),
+            emotion_tx=state_lib.optimizer(config.finetune, build.CPC_KEYS),
             cpc_step=jax.jit(
                 make_pretrain_step(cpc, config.model),
                 out_shardings=(rep, rep),
