@@ -38,6 +38,13 @@ once into the config's data_dir. The prepared index holds what the samplers
 need, so no audio is read before that batch and the times should not grow
 with the corpus.
 
+The `memory` case measures each step's peak memory in a process of its own
+(a process' high-water mark would hide a later case's own use under an
+earlier one's): pretrain and finetune at each --memory_batch_sizes, finetune
+at each --memory_seconds, one line each; then a `memory_growth` line per
+series whose `host_exponent` is 1.0 where the peak grows linearly with the
+size (past the process' fixed part), 2.0 where quadratically.
+
 The `reference` case times cpcjax's float32 CPC step side by side with
 facebookresearch/CPC_audio's, built by CPC_audio's own code from a checkout
 you point `--reference_dir` at (it needs PyTorch; CPC_audio is not part of
@@ -81,7 +88,8 @@ _DTYPES = flags.DEFINE_list(
 _CASES = flags.DEFINE_list(
     "cases",
     ["peak", "pretrain", "finetune", "predict", "input"],
-    "Cases to run: peak, pretrain, finetune, predict, input, reference, startup.",
+    "Cases to run: peak, pretrain, finetune, predict, input, memory, reference, "
+    "startup.",
 )
 _PEAK_SIZE = flags.DEFINE_integer(
     "peak_size",
@@ -101,14 +109,44 @@ _STARTUP_UTTERANCES = flags.DEFINE_list(
 _STARTUP_REPEATS = flags.DEFINE_integer(
     "startup_repeats", 3, "startup: timed starts of each size (each best kept)."
 )
+_MEMORY_BATCHES = flags.DEFINE_list(
+    "memory_batch_sizes",
+    ["4", "8", "16"],
+    "memory: global batch sizes of the pretrain and finetune steps, each "
+    "measured in a process of its own.",
+)
+_MEMORY_SECONDS = flags.DEFINE_list(
+    "memory_seconds",
+    ["2", "4", "8", "16"],
+    "memory: padded utterance lengths of the finetune step, at --batch_size, "
+    "each measured in a process of its own.",
+)
+_PEAK_JSON = flags.DEFINE_string(
+    "peak_json",
+    None,
+    "The peak line to measure MFU against, instead of measuring it (the "
+    "memory case passes its own to the processes it starts).",
+)
 _REFERENCE_DIR = flags.DEFINE_string(
     "reference_dir",
     None,
     "A facebookresearch/CPC_audio checkout, for --cases=reference.",
 )
-CASES = ("peak", "pretrain", "finetune", "predict", "input", "reference", "startup")
+CASES = (
+    "peak",
+    "pretrain",
+    "finetune",
+    "predict",
+    "input",
+    "memory",
+    "reference",
+    "startup",
+)
 # Cases whose lines give an MFU: the peak is measured before them.
-MFU_CASES = ("peak", "pretrain", "finetune", "predict")
+MFU_CASES = ("peak", "pretrain", "finetune", "predict", "memory")
+# memory: flags a measuring process inherits from this one (the model, its
+# sizes); the rest it is given.
+MEMORY_INHERITED = ("--config", "--window", "--finetune_seconds", "--batch_size")
 # The peak is the best of this many matmuls after a warm-up one.
 PEAK_REPEATS = 5
 # ISA levels XLA's --xla_cpu_max_isa names on x86, oldest first, and the
@@ -508,6 +546,130 @@ def _step_cases(config, mesh, rng, consumed: dict, peak: dict) -> None:
         _predict_case(config, programs, mesh, rng, common, peak)
 
 
+def _memory_line(flags_: list[str], peak: dict) -> dict:
+    """The step line of a fresh `python -m cpcjax.bench` process run with
+    `flags_`: its peak host memory is that step's alone."""
+    import subprocess
+    import sys
+
+    inherited = [
+        a for a in sys.argv[1:] if a.split("=", 1)[0].startswith(MEMORY_INHERITED)
+    ]
+    inherited = [
+        a
+        for a in inherited
+        if a.split("=", 1)[0] not in {f.split("=", 1)[0] for f in flags_}
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cpcjax.bench",
+            *inherited,
+            *flags_,
+            "--steps=1",
+            f"--peak_json={json.dumps(peak)}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        cli.fail(f"memory: python -m cpcjax.bench {' '.join(flags_)} failed: {tail}")
+    return lines[-1]
+
+
+def growth_exponent(sizes: list[float], peaks: list[float]) -> float | None:
+    """How a peak grows with a size, past what the process holds anyway: the
+    slope of log(increment) over log(size) between the first and the last
+    size, 1.0 for linear growth, 2.0 for quadratic.
+
+    The smallest size's peak stands for the fixed part (imports, the
+    runtime); the increments over it are compared.
+    """
+    import math
+
+    if len(sizes) < 3:
+        return None
+    first = peaks[1] - peaks[0]
+    last = peaks[-1] - peaks[0]
+    if first <= 0 or last <= 0:
+        return None
+    # increment(s) = a (s^e - s0^e): solve for e by bisection.
+    s0, s1, sn = sizes[0], sizes[1], sizes[-1]
+    ratio = last / first
+
+    def excess(e: float) -> float:
+        return (sn**e - s0**e) / (s1**e - s0**e) - ratio
+
+    lo, hi = 0.05, 4.0
+    if excess(lo) > 0 or excess(hi) < 0:
+        return None
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if excess(mid) < 0 else (lo, mid)
+    return round((lo + hi) / 2, 2) if math.isfinite(lo) else None
+
+
+def _memory_case(dtype: str, peak: dict) -> None:
+    """Peak host (and device) memory of the pretrain and finetune steps at each
+    --memory_batch_sizes, and of finetune at each --memory_seconds: one line
+    each, every one measured in a process of its own, then one line per
+    series with the growth exponent of its peaks (1 = linear)."""
+    series = [
+        ("pretrain", "batch", [int(b) for b in _MEMORY_BATCHES.value]),
+        ("finetune", "batch", [int(b) for b in _MEMORY_BATCHES.value]),
+        ("finetune", "seconds", [float(s) for s in _MEMORY_SECONDS.value]),
+    ]
+    for case, knob, values in series:
+        if not values:
+            continue
+        host, device = [], []
+        for value in values:
+            flag = (
+                f"--batch_size={value}"
+                if knob == "batch"
+                else f"--finetune_seconds={value}"
+            )
+            line = _memory_line([f"--cases={case}", f"--dtypes={dtype}", flag], peak)
+            host.append(line["peak_host_gib"])
+            device.append(line["peak_device_gib"])
+            print(
+                json.dumps(
+                    {
+                        "case": "memory",
+                        "of": case,
+                        "dtype": dtype,
+                        "batch": line["batch"],
+                        "window": line["window"],
+                        "peak_host_gib": line["peak_host_gib"],
+                        "peak_device_gib": line["peak_device_gib"],
+                        "step_s": round(line["step_s"], 4),
+                    }
+                ),
+                flush=True,
+            )
+        print(
+            json.dumps(
+                {
+                    "case": "memory_growth",
+                    "of": case,
+                    "dtype": dtype,
+                    "over": knob,
+                    "values": values,
+                    "peak_host_gib": host,
+                    "host_exponent": growth_exponent(values, host),
+                    "peak_device_gib": device,
+                    "device_exponent": (
+                        growth_exponent(values, device) if None not in device else None
+                    ),
+                }
+            ),
+            flush=True,
+        )
+
+
 def _write_predict_files(folder: str, rng) -> float:
     """--predict_files wav files of PREDICT_SECONDS at PREDICT_RATES in turn;
     returns their seconds of audio."""
@@ -859,7 +1021,9 @@ def main(argv) -> None:
     rng = np.random.default_rng(0)
     consumed = {}
     peak = None
-    if any(case in _CASES.value for case in MFU_CASES):
+    if _PEAK_JSON.value:
+        peak = json.loads(_PEAK_JSON.value)
+    elif any(case in _CASES.value for case in MFU_CASES):
         peak = measure_peak(_PEAK_SIZE.value)
         print(json.dumps(peak), flush=True)
     for dtype in _DTYPES.value:
@@ -872,6 +1036,8 @@ def main(argv) -> None:
         )
         config_lib.validate(config)
         _step_cases(config, mesh, rng, consumed, peak)
+        if "memory" in _CASES.value:
+            _memory_case(dtype, peak)
     if harness is not None:
         _reference_case(harness, mesh, rng)
     if "input" in _CASES.value:

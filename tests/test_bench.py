@@ -223,3 +223,43 @@ def test_bench_names_what_the_reference_checkout_lacks(tmp_path):
             f"--reference_dir={fake}: importing CPC_audio failed (No module named "
             "'cpc_audio_missing_dependency'); pip install what it names"
         ) in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "peak, expected",
+    [
+        (lambda s: 1.0 + 0.25 * s, 1.0),
+        (lambda s: 1.0 + 0.25 * s**2, 2.0),
+        (lambda s: 1.0 + 0.25 * s**1.5, 1.5),
+    ],
+)
+def test_growth_exponent_is_past_the_fixed_part(peak, expected):
+    sizes = [4, 8, 16, 32]
+    assert bench.growth_exponent(sizes, [peak(s) for s in sizes]) == pytest.approx(
+        expected, abs=0.01
+    )
+    assert bench.growth_exponent(sizes[:2], [peak(s) for s in sizes[:2]]) is None
+
+
+def test_memory_measures_each_size_in_a_process_of_its_own(tmp_path):
+    proc = _bench(
+        tmp_path,
+        "--config=pre_cpc:synthetic",
+        "--config.model.channels=16",
+        "--batch_size=2",
+        "--cases=memory",
+        "--dtypes=float32",
+        "--peak_size=128",
+        "--memory_batch_sizes=",
+        "--memory_seconds=1,2",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert [l["case"] for l in lines] == ["peak", "memory", "memory", "memory_growth"]
+    one, two = lines[1:3]
+    assert (one["of"], one["batch"], one["window"]) == ("finetune", 2, SAMPLE_RATE)
+    assert two["window"] == 2 * SAMPLE_RATE
+    # Each a fresh process: its high-water mark, not the parent's.
+    assert 0.1 < one["peak_host_gib"] < bench._host_peak_gib() + 2
+    assert lines[3]["values"] == [1.0, 2.0]
+    assert lines[3]["peak_host_gib"] == [one["peak_host_gib"], two["peak_host_gib"]]
