@@ -305,7 +305,13 @@ def run_method(
             seed=config.seed,
         )
     return report.method_row(
-        config.method, runs, workdir_lib.config_hash(config), probe_ccc
+        config.method,
+        runs,
+        workdir_lib.config_hash(config),
+        probe_ccc,
+        # Each fold's CPC stage (or the one of all folds) takes config.seed
+        # only: the seeds vary fine-tuning.
+        pretrained_once=config.finetune.init_from != "" and config.seeds > 1,
     )
 
 

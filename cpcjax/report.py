@@ -42,11 +42,18 @@ PAPER = {
 
 
 def _mean_std(values) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value)."""
+    values = np.asarray(values, np.float64)
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "std": std}
 
 
 def method_row(
-    method: str, runs: list[dict], config_hash: str = "", probe: dict | None = None
+    method: str,
+    runs: list[dict],
+    config_hash: str = "",
+    probe: dict | None = None,
+    pretrained_once: bool = False,
 ) -> dict:
     """One table row from the runs (fold x seed) of one method.
 
@@ -55,6 +62,8 @@ def method_row(
       runs: dicts with "fold", "seed", "preds" [N, 3], "targets" [N, 3].
       config_hash: identifies the resolved config the runs came from.
       probe: linear-probe CCCs of the frozen CPC features, if measured.
+      pretrained_once: one CPC stage served every seed, so the std over seeds
+        leaves out pretraining's variance.
 
     Returns:
       The row of report.json: per seed the CCC of the predictions pooled over
@@ -101,6 +110,7 @@ def method_row(
         ),
         "folds": folds,
         "seeds": len(seeds),
+        "pretrained_once": pretrained_once,
     }
 
 
@@ -125,6 +135,16 @@ def _table(rows: list[dict], key: str, paper: dict | None = None) -> list[str]:
     return lines
 
 
+def _pretrained_once_note(rows: list[dict]) -> list[str]:
+    once = [r["method"] for r in rows if r.get("pretrained_once")]
+    if not once:
+        return []
+    return [
+        f"{' and '.join(once)}: one CPC pretraining served every seed, so "
+        f"{'their' if len(once) > 1 else 'its'} ± covers fine-tuning only."
+    ]
+
+
 def markdown(report: dict) -> str:
     """report.md: the tables of a report as `write` or `merge` returns it."""
     rows = report["rows"]
@@ -135,6 +155,8 @@ def markdown(report: dict) -> str:
         f"CCC, mean ± std over seeds of the CCC of the test predictions pooled over "
         f"all folds (protocol: {report['protocol']})"
         + ("; the paper's published numbers below ours." if paper else "."),
+        "The std is the sample standard deviation (ddof = 1) over the seeds.",
+        *_pretrained_once_note(rows),
         "",
         *_table(rows, "ccc", paper),
         "",

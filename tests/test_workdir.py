@@ -210,3 +210,28 @@ def test_report_reruns_over_a_glob_of_its_own_output(tmp_path, capsys):
     assert report.run([str(runs / "pre_cpc")], out=str(runs / "sup")) == 2
     assert "is the workdir of a run" in capsys.readouterr().err
     assert report.run([str(runs / "report.md")]) == 2  # nothing left to merge
+
+
+def test_report_std_is_over_seeds_with_ddof_1_and_says_what_it_covers():
+    rng = np.random.default_rng(0)
+    targets = rng.uniform(1, 5, (30, 3))
+    runs = [
+        {
+            "fold": 1,
+            "seed": s,
+            "preds": targets + rng.normal(0, n, (30, 3)),
+            "targets": targets,
+        }
+        for s, n in enumerate((0.3, 0.8, 1.5))
+    ]
+    row = report.method_row("pre_cpc", runs, pretrained_once=True)
+    per_seed = [p["avg"] for p in row["per_seed"]]
+    assert row["ccc"]["avg"]["std"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert row["ccc"]["avg"]["std"] > np.std(per_seed)
+    text = report.markdown(
+        {"corpus": "iemocap", "protocol": "leave one session out", "rows": [row]}
+    )
+    assert "sample standard deviation (ddof = 1)" in text
+    assert "preCPC: one CPC pretraining served every seed, so its ± covers " in text
+    sup = report.method_row("sup", runs[:1])
+    assert sup["ccc"]["avg"]["std"] == 0.0 and not sup["pretrained_once"]
