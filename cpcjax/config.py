@@ -18,7 +18,7 @@ import os
 import ml_collections
 
 from cpcjax import paths
-from cpcjax.constants import NORMS
+from cpcjax.constants import DEV_SPLITS, NORMS
 
 CORPORA = ("synthetic", "iemocap", "msp_podcast")
 DTYPES = ("float32", "bfloat16")
@@ -314,6 +314,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
         isinstance(c.finetune.patience, int) and c.finetune.patience >= 0,
         "finetune.patience",
         "must be an int >= 0",
+    )
+    need(
+        c.finetune.dev_split in DEV_SPLITS,
+        "finetune.dev_split",
+        f"must be one of {', '.join(DEV_SPLITS)}",
     )
     need(
         0 < c.finetune.dev_fraction < 0.5,

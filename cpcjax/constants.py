@@ -15,3 +15,5 @@ DIMENSION_NAMES = {"act": "activation", "val": "valence", "dom": "dominance"}
 # flax's LayerNorm, or a per-channel norm over each utterance's frames
 # (CPC_audio's instanceNorm).
 NORMS = ("none", "channel", "layer", "instance")
+# What a leave-one-session-out dev split holds out (config.finetune.dev_split).
+DEV_SPLITS = ("utterances", "speakers")

@@ -244,6 +244,7 @@ def run_method(
         tuple(config.folds),
         config.finetune.dev_fraction,
         config.seed,
+        config.finetune.dev_split,
     )
     for fold, split in folds.items():
         if own_audio:

@@ -121,6 +121,29 @@ def test_leave_one_session_out_never_shares_sessions(labeled_utts):
         assert sorted(everything) == list(range(len(labeled_utts)))
 
 
+def test_a_speaker_dev_split_holds_out_whole_speakers():
+    # 5 sessions x 2 speakers x 10 utterances.
+    sessions = np.repeat(np.arange(1, 6), 20)
+    speakers = np.array(
+        [f"s{s}{'FM'[i // 10]}" for s in range(1, 6) for i in range(20)]
+    )
+    for fold in (1, 3):
+        split = protocols.leave_one_session_out(sessions, fold, 0.1, 0, speakers)
+        dev, train = set(speakers[split["dev"]]), set(speakers[split["train"]])
+        assert len(dev) == 1 and not dev & train
+        assert len(split["dev"]) == 10 and len(split["train"]) == 70
+        assert set(sessions[split["test"]]) == {fold}
+        again = protocols.leave_one_session_out(sessions, fold, 0.1, 0, speakers)
+        np.testing.assert_array_equal(again["dev"], split["dev"])
+    # A quarter of 80 utterances: two speakers.
+    split = protocols.leave_one_session_out(sessions, 1, 0.25, 0, speakers)
+    assert len(set(speakers[split["dev"]])) == 2
+    with pytest.raises(ValueError, match="set finetune.dev_split='utterances'"):
+        protocols.leave_one_session_out(
+            sessions, 1, 0.1, 0, np.where(sessions == 1, "a", "b")
+        )
+
+
 def test_stock_librispeech_fields_are_renamed_and_splits_concatenated():
     from cpcjax.data import sources
 

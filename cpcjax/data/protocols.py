@@ -11,14 +11,21 @@ def session_folds(sessions: np.ndarray) -> list[int]:
 
 
 def leave_one_session_out(
-    sessions: np.ndarray, test_session: int, dev_fraction: float, seed: int
+    sessions: np.ndarray,
+    test_session: int,
+    dev_fraction: float,
+    seed: int,
+    speakers: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Rows of the train / dev / test splits of one fold.
 
     The test split is every utterance of `test_session`, so its two speakers
     are never seen in training. The dev split (for monitoring and model
-    selection) is a random `dev_fraction` of the remaining utterances, fixed
-    by (seed, fold) so that repeated runs of a fold share it.
+    selection) is fixed by (seed, fold) so that repeated runs of a fold share
+    it: a random `dev_fraction` of the remaining utterances; or, given
+    `speakers`, every utterance of whole held-out speakers, drawn until they
+    hold `dev_fraction` of the remaining utterances (one at least, and never
+    all), so that model selection, like the test, meets unseen speakers.
     """
     test = np.flatnonzero(sessions == test_session)
     rest = np.flatnonzero(sessions != test_session)
@@ -28,22 +35,44 @@ def leave_one_session_out(
             f"or outside it"
         )
     rng = np.random.default_rng([seed, test_session, 0xDE7])
-    shuffled = rng.permutation(rest)
     n_dev = max(1, int(round(dev_fraction * len(rest))))
-    return {
-        "train": np.sort(shuffled[n_dev:]),
-        "dev": np.sort(shuffled[:n_dev]),
-        "test": test,
-    }
+    if speakers is None:
+        shuffled = rng.permutation(rest)
+        return {
+            "train": np.sort(shuffled[n_dev:]),
+            "dev": np.sort(shuffled[:n_dev]),
+            "test": test,
+        }
+    candidates = rng.permutation(np.unique(speakers[rest]))
+    if len(candidates) < 2:
+        raise ValueError(
+            f"fold {test_session}: a speaker-independent dev split needs two "
+            f"speakers or more outside session {test_session}; set "
+            f"finetune.dev_split='utterances'"
+        )
+    held, count = [], 0
+    for speaker in candidates[:-1]:
+        held.append(speaker)
+        count += int(np.sum(speakers[rest] == speaker))
+        if count >= n_dev:
+            break
+    in_dev = np.isin(speakers[rest], held)
+    return {"train": rest[~in_dev], "dev": rest[in_dev], "test": test}
 
 
 def folds(
-    utts, corpus: str, only: tuple = (), dev_fraction: float = 0.1, seed: int = 0
+    utts,
+    corpus: str,
+    only: tuple = (),
+    dev_fraction: float = 0.1,
+    seed: int = 0,
+    dev_split: str = "utterances",
 ) -> dict:
     """fold name -> train/dev/test rows, as the corpus' protocol defines them.
 
     IEMOCAP and the synthetic corpus: leave-one-session-out, folds named by
-    their test session (`only` picks some). MSP-Podcast: its official
+    their test session (`only` picks some), with a dev split of utterances or
+    of whole speakers (`dev_split`). MSP-Podcast: its official
     partitions, one fold named by its test set: Train / Development / Test1
     (Test2 where a release has no Test1).
     """
@@ -64,7 +93,14 @@ def folds(
         }
     names = [int(f) for f in only] or session_folds(utts.sessions)
     return {
-        f: leave_one_session_out(utts.sessions, f, dev_fraction, seed) for f in names
+        f: leave_one_session_out(
+            utts.sessions,
+            f,
+            dev_fraction,
+            seed,
+            utts.speakers if dev_split == "speakers" else None,
+        )
+        for f in names
     }
 
 
