@@ -820,6 +820,8 @@ def _input_case(data_dir: str, consumed: dict) -> None:
 
     synthetic = config_lib.load("pre_cpc:synthetic")
     synthetic.data_dir = data_dir
+    # Every record read from disk, as a corpus larger than the cache is.
+    synthetic.audio_cache_gib = 0.0
     utts = sources.unlabeled_corpus(synthetic)
     batches = pipeline.CropBatches(
         utts, _WINDOW.value, _BATCH.value, 0, sharding.process_rows(_BATCH.value)

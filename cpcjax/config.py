@@ -219,6 +219,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.corpus in CORPORA, "corpus", f"must be one of {CORPORA}")
     need(isinstance(c.seeds, int) and c.seeds >= 1, "seeds", "must be an int >= 1")
     need(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
+    need(c.audio_cache_gib >= 0, "audio_cache_gib", "must be >= 0 (0: no cache)")
     need(c.model.norm in NORMS, "model.norm", f"must be one of {NORMS}")
     _validate_cpc_variants(c, need)
     for stage in ("pretrain", "finetune"):

@@ -162,3 +162,24 @@ def test_stock_librispeech_fields_are_renamed_and_splits_concatenated():
     assert list(utts.lengths) == [3, 5, 7]
     assert list(utts.speakers) == ["19", "19", "26"]
     np.testing.assert_array_equal(utts.audio(1), np.arange(5) / 32768.0)
+
+
+def test_the_audio_cache_reads_each_record_once_within_its_budget():
+    from cpcjax.data import sources
+
+    reads = []
+
+    class Source:
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return {"audio": np.full(100, i, np.int16)}  # 200 bytes
+
+    cache = sources.AudioCache(Source(), budget_bytes=450)
+    for _ in range(3):
+        assert [int(cache[i]["audio"][0]) for i in range(3)] == [0, 1, 2]
+    # Two examples fit; the third is read every time.
+    assert reads == [0, 1, 2, 2, 2]
+    assert len(cache) == 3 and cache.used == 400

@@ -11,6 +11,9 @@ synthetic_unlabeled, and emotion_train (miniCPC: the fold's training audio).
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+
 import numpy as np
 
 from cpcjax import paths
@@ -207,7 +210,50 @@ class RenamedSource:
         return {self.names.get(k, k): v for k, v in ex.items()}
 
 
+class AudioCache:
+    """A source whose examples stay in host memory once read, up to a budget.
+
+    Training reads every utterance again each epoch; reading its record and
+    parsing the example again costs the host more than a small model's step,
+    on the cores the step needs. Examples past the budget are read each time.
+    """
+
+    def __init__(self, source, budget_bytes: int):
+        self.source, self.budget = source, budget_bytes
+        self.kept: dict[int, dict] = {}
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        ex = self.kept.get(i)
+        if ex is not None:
+            return ex
+        ex = self.source[i]
+        size = sum(np.asarray(v).nbytes for v in ex.values())
+        with self.lock:
+            if i not in self.kept and self.used + size <= self.budget:
+                self.kept[i] = ex
+                self.used += size
+        return ex
+
+
+def _cached(config, utts: pipeline.Utterances) -> pipeline.Utterances:
+    budget = int(config.audio_cache_gib * 2**30)
+    if budget <= 0:
+        return utts
+    return dataclasses.replace(utts, source=AudioCache(utts.source, budget))
+
+
 def emotion_corpus(config) -> pipeline.Utterances:
+    """The labeled corpus of `config.corpus`, from its index (no audio read),
+    its audio kept in memory once read (`config.audio_cache_gib`)."""
+    return _cached(config, _emotion_corpus(config))
+
+
+def _emotion_corpus(config) -> pipeline.Utterances:
     """The labeled corpus of `config.corpus`, from its index (no audio read).
 
     MSP-Podcast's official partitions are concatenated; `partitions` says
@@ -227,7 +273,12 @@ def emotion_corpus(config) -> pipeline.Utterances:
 
 
 def unlabeled_corpus(config) -> pipeline.Utterances:
-    """The unlabeled pretraining corpus `config.pretrain.corpus`, from its index."""
+    """The unlabeled pretraining corpus `config.pretrain.corpus`, from its index,
+    its audio kept in memory once read (`config.audio_cache_gib`)."""
+    return _cached(config, _unlabeled_corpus(config))
+
+
+def _unlabeled_corpus(config) -> pipeline.Utterances:
     if config.pretrain.corpus == "synthetic_unlabeled":
         builder = _synthetic(config, "unlabeled")
         return index.utterances(
