@@ -140,10 +140,11 @@ def get_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
     f.alpha = 1.0 / 3  # [ours] CCC weight of activation
     f.beta = 1.0 / 3  # [ours] CCC weight of valence
     f.buckets = (2.0, 4.0, 8.0, 16.0)  # [ours] seconds; longer ones are cropped
-    f.dev_fraction = 0.1  # [ours] IEMOCAP dev split: 10% of training utterances
-    # [ours] What the IEMOCAP dev split holds out: random utterances, or whole
-    # speakers (unseen in training, as the test's are).
-    f.dev_split = "utterances"
+    # [ours] The IEMOCAP dev split: whole held-out speakers of the training
+    # sessions, unseen in training as the test's are ("utterances": random
+    # utterances instead), holding at least dev_fraction of the utterances.
+    f.dev_split = "speakers"
+    f.dev_fraction = 0.1
     f.eval_batch_size = 32
     f.eval_every = 500  # [ours] dev CCC; the best dev avg CCC picks the model
     f.patience = 0  # [ours] evaluations without a new best before stopping; 0 = never
