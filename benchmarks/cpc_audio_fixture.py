@@ -1,9 +1,13 @@
 """Reference outputs of facebookresearch/CPC_audio's own code, for the parity test.
 
     python benchmarks/cpc_audio_fixture.py /path/to/CPC_audio tests/fixtures/cpc_audio
+    python benchmarks/cpc_audio_fixture.py /path/to/CPC_audio /tmp/full --size=full
 
 For each variant below it builds CPC_audio's model and criterion from its
-train.py flags, on a tiny size, and writes `<variant>.npz` (weights as
+train.py flags, on a tiny size (the committed fixture) or at full size
+(`--size=full`: CPC_audio's default model, the paper's, and a 2-layer LSTM,
+on 2 windows of 20480 samples; about 60 MB, for a live check, not for
+committing), and writes `<variant>.npz` (weights as
 CPC_audio names them, a waveform, and what its code computes from them:
 c, z, each step's predictions, the negatives its sampler drew, the scores,
 losses and accuracies) and `<variant>.json` (the flags, as
@@ -30,6 +34,22 @@ STUBS = ("torchaudio", "progressbar", "psutil", "tqdm", "soundfile")
 BATCH, WINDOW = 2, 3200  # 20 frames
 COMMON = ["--hiddenEncoder", "32", "--hiddenGar", "32", "--negativeSamplingExt", "8"]
 COMMON += ["--sizeWindow", str(WINDOW)]
+# Full size: CPC_audio's own defaults (256 channels, 128 negatives, 12
+# steps, 20480-sample windows) unless a variant says otherwise.
+FULL_WINDOW = 20480
+FULL_VARIANTS = {
+    "default_lstm_transformer": [
+        *("--arMode", "LSTM", "--rnnMode", "transformer", "--normMode", "layerNorm"),
+    ],
+    "paper_gru_linear": [
+        *("--hiddenEncoder", "512", "--hiddenGar", "256", "--arMode", "GRU"),
+        *("--rnnMode", "linear", "--normMode", "layerNorm"),
+    ],
+    "lstm2_linear": [
+        *("--arMode", "LSTM", "--nLevelsGRU", "2", "--rnnMode", "linear"),
+        *("--normMode", "layerNorm"),
+    ],
+}
 VARIANTS = {
     "gru_linear_layernorm": [
         *("--arMode", "GRU", "--rnnMode", "linear", "--normMode", "layerNorm"),
@@ -63,8 +83,11 @@ def import_cpc_audio(checkout: str):
     return cpc_train, feature_loader, cpc_model
 
 
-def reference(checkout: str, flags: list[str], seed: int = 0) -> tuple[dict, dict]:
-    """Builds one variant and runs it; returns (arrays, checkpoint args)."""
+def reference(
+    checkout: str, flags: list[str], seed: int = 0, window: int = WINDOW
+) -> tuple[dict, dict]:
+    """Builds one variant and runs it on BATCH windows of `window` samples;
+    returns (arrays, checkpoint args)."""
     import torch
 
     cpc_train, feature_loader, cpc_model = import_cpc_audio(checkout)
@@ -81,7 +104,7 @@ def reference(checkout: str, flags: list[str], seed: int = 0) -> tuple[dict, dic
             p.copy_(p.half().float())
     model.eval()
     criterion.eval()
-    wav = (0.3 * torch.randn(BATCH, 1, WINDOW)).half().float()
+    wav = (0.3 * torch.randn(BATCH, 1, window)).half().float()
     label = torch.zeros(BATCH, dtype=torch.long)
     with torch.no_grad():
         c, z, _ = model(wav, label)
@@ -131,10 +154,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkout", help="a facebookresearch/CPC_audio checkout")
     parser.add_argument("out", help="folder for <variant>.npz and <variant>.json")
+    parser.add_argument(
+        "--size",
+        choices=("tiny", "full"),
+        default="tiny",
+        help="tiny: the committed fixture; full: the models at their real size",
+    )
     ns = parser.parse_args()
     os.makedirs(ns.out, exist_ok=True)
-    for name, flags in VARIANTS.items():
-        arrays, args = reference(ns.checkout, COMMON + flags)
+    if ns.size == "full":
+        variants, common, window = FULL_VARIANTS, [], FULL_WINDOW
+    else:
+        variants, common, window = VARIANTS, COMMON, WINDOW
+    for name, flags in variants.items():
+        arrays, args = reference(ns.checkout, common + flags, window=window)
         np.savez_compressed(os.path.join(ns.out, f"{name}.npz"), **arrays)
         with open(os.path.join(ns.out, f"{name}.json"), "w") as f:
             json.dump(args, f, indent=1, sort_keys=True)

@@ -41,9 +41,11 @@ with the corpus.
 The `memory` case measures each step's peak memory in a process of its own
 (a process' high-water mark would hide a later case's own use under an
 earlier one's): pretrain and finetune at each --memory_batch_sizes, finetune
-at each --memory_seconds, one line each; then a `memory_growth` line per
-series whose `host_exponent` is 1.0 where the peak grows linearly with the
-size (past the process' fixed part), 2.0 where quadratically.
+at each --memory_seconds, one line each. `step_host_gib` (every step line
+has it, on Linux) is what the step's compile and calls added at their peak
+over what the process held before. Then a `memory_growth` line per series
+whose `host_exponent` is 1.0 where that grows linearly with the size (past
+its fixed part), 2.0 where quadratically.
 
 The `reference` case times cpcjax's float32 CPC step side by side with
 facebookresearch/CPC_audio's, built by CPC_audio's own code from a checkout
@@ -338,6 +340,30 @@ def _host_peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _proc_status_gib(field: str) -> float | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in GiB; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_host_peak() -> float | None:
+    """Resets this process' resident-memory high-water mark (VmHWM, through
+    /proc/self/clear_refs) and returns its resident memory now, in GiB; None
+    where the kernel offers neither."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _proc_status_gib("VmRSS")
+
+
 def reference_harness():
     """The CPC_audio harness, `benchmarks/cpc_audio.py` of a cpcjax checkout.
 
@@ -366,6 +392,7 @@ def time_step(step, state, batch, rng, steps: int, alongside=None) -> dict:
     import jax
     import numpy as np
 
+    before = _reset_host_peak()
     t0 = time.perf_counter()
     compiled = step.lower(state, batch, rng).compile()
     compile_s = time.perf_counter() - t0
@@ -383,6 +410,7 @@ def time_step(step, state, batch, rng, steps: int, alongside=None) -> dict:
             alongside()
             other.append(time.perf_counter() - t)
     stats = jax.devices()[0].memory_stats() or {}
+    after = _proc_status_gib("VmHWM")
     timing = {
         "compile_s": round(compile_s, 3),
         "step_s": float(np.median(times[2:])),
@@ -391,6 +419,11 @@ def time_step(step, state, batch, rng, steps: int, alongside=None) -> dict:
             round(stats["peak_bytes_in_use"] / 2**30, 3)
             if "peak_bytes_in_use" in stats
             else None
+        ),
+        # Host memory the step's compile and calls added at their peak, over
+        # what the process held before (Linux; null elsewhere).
+        "step_host_gib": (
+            round(after - before, 3) if before is not None and after else None
         ),
     }
     if alongside is not None:
@@ -633,7 +666,7 @@ def _memory_case(dtype: str, peak: dict) -> None:
                 else f"--finetune_seconds={value}"
             )
             line = _memory_line([f"--cases={case}", f"--dtypes={dtype}", flag], peak)
-            host.append(line["peak_host_gib"])
+            host.append(line["step_host_gib"] or line["peak_host_gib"])
             device.append(line["peak_device_gib"])
             print(
                 json.dumps(
@@ -644,6 +677,7 @@ def _memory_case(dtype: str, peak: dict) -> None:
                         "batch": line["batch"],
                         "window": line["window"],
                         "peak_host_gib": line["peak_host_gib"],
+                        "step_host_gib": line["step_host_gib"],
                         "peak_device_gib": line["peak_device_gib"],
                         "step_s": round(line["step_s"], 4),
                     }
@@ -658,7 +692,7 @@ def _memory_case(dtype: str, peak: dict) -> None:
                     "dtype": dtype,
                     "over": knob,
                     "values": values,
-                    "peak_host_gib": host,
+                    "step_host_gib": host,
                     "host_exponent": growth_exponent(values, host),
                     "peak_device_gib": device,
                     "device_exponent": (

@@ -259,7 +259,8 @@ def test_memory_measures_each_size_in_a_process_of_its_own(tmp_path):
     one, two = lines[1:3]
     assert (one["of"], one["batch"], one["window"]) == ("finetune", 2, SAMPLE_RATE)
     assert two["window"] == 2 * SAMPLE_RATE
-    # Each a fresh process: its high-water mark, not the parent's.
+    # Each a fresh process: its high-water mark, and the step's own part of it.
     assert 0.1 < one["peak_host_gib"] < bench._host_peak_gib() + 2
+    assert 0 < one["step_host_gib"] < one["peak_host_gib"]
     assert lines[3]["values"] == [1.0, 2.0]
-    assert lines[3]["peak_host_gib"] == [one["peak_host_gib"], two["peak_host_gib"]]
+    assert lines[3]["step_host_gib"] == [one["step_host_gib"], two["step_host_gib"]]
