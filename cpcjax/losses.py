@@ -221,6 +221,15 @@ def info_nce_shared(zhat, z, neg_idx, frame_lens, positions=None, scale=1.0):
     neg = jnp.einsum(
         "bpkd,bpnd->bpkn", zhat, negatives, preferred_element_type=jnp.float32
     )
+    # A negative drawn on the positive's own frame scores exactly as the
+    # positive does (CPC_audio scores both with one product), so a tie
+    # counts as correct: the two contractions could otherwise differ in the
+    # last bit and break it either way.
+    pos_frame = jnp.arange(batch)[:, None, None] * num_frames + jnp.minimum(
+        target, num_frames - 1
+    )  # [B, P, K]
+    same = neg_idx[:, :, None, :] == pos_frame[..., None]  # [B, P, K, N-1]
+    neg = jnp.where(same, pos[..., None], neg)
     scores = jnp.concatenate([pos[..., None], neg], axis=-1) * scale  # [B,P,K,N]
     valid = _valid_positions(frame_lens, num_frames, num_steps, positions)
     return _nce_from_scores(scores, valid[:, :count])
