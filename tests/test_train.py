@@ -191,6 +191,11 @@ def test_the_encoder_is_held_still_then_trained_at_its_own_rate():
         np.testing.assert_allclose(
             cpc, [0, 0, 0, 0, 0.025, 0.05, 0.05, 0.05], atol=1e-6
         )
+    # A frozen encoder keeps the state's part names of earlier checkpoints.
+    frozen = state_lib.optimizer(
+        tiny_config(**{"finetune.freeze_cpc": True}).finetune, ("encoder", "context")
+    )
+    assert set(frozen.init(params).inner_states) == {"train", "frozen"}
     # The defaults keep plain Adam: the optimizer state of earlier checkpoints.
     plain = state_lib.optimizer(tiny_config().finetune, ("encoder", "context"))
     assert jax.tree.structure(plain.init(params)) == jax.tree.structure(

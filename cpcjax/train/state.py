@@ -39,21 +39,26 @@ def optimizer(stage, cpc_keys: tuple[str, ...] = ()) -> optax.GradientTransforma
     adam = optax.adam(_schedule(stage.learning_rate, stage.warmup_steps))
     if not cpc_keys:
         return adam
+    # The labels name the optimizer state's parts: "train" and "frozen" are
+    # those of checkpoints written with freeze_cpc before the recipe fields.
     if stage.freeze_cpc:
-        cpc = optax.set_to_zero()
+        (head, cpc_label), cpc = ("train", "frozen"), optax.set_to_zero()
     elif stage.encoder_lr_scale == 1 and stage.freeze_steps == 0:
         return adam
     else:
-        cpc = optax.adam(
-            _schedule(
-                stage.learning_rate * stage.encoder_lr_scale,
-                stage.warmup_steps,
-                delay=stage.freeze_steps,
-            )
+        (head, cpc_label), cpc = (
+            ("head", "cpc"),
+            optax.adam(
+                _schedule(
+                    stage.learning_rate * stage.encoder_lr_scale,
+                    stage.warmup_steps,
+                    delay=stage.freeze_steps,
+                )
+            ),
         )
     return optax.multi_transform(
-        {"head": adam, "cpc": cpc},
-        lambda params: {k: "cpc" if k in cpc_keys else "head" for k in params},
+        {head: adam, cpc_label: cpc},
+        lambda params: {k: cpc_label if k in cpc_keys else head for k in params},
     )
 
 
