@@ -585,13 +585,12 @@ def _memory_line(flags_: list[str], peak: dict) -> dict:
     import subprocess
     import sys
 
-    inherited = [
-        a for a in sys.argv[1:] if a.split("=", 1)[0].startswith(MEMORY_INHERITED)
-    ]
+    given = {f.split("=", 1)[0] for f in flags_}
     inherited = [
         a
-        for a in inherited
-        if a.split("=", 1)[0] not in {f.split("=", 1)[0] for f in flags_}
+        for a in sys.argv[1:]
+        if a.split("=", 1)[0].startswith(MEMORY_INHERITED)
+        and a.split("=", 1)[0] not in given
     ]
     proc = subprocess.run(
         [
@@ -614,15 +613,11 @@ def _memory_line(flags_: list[str], peak: dict) -> dict:
 
 
 def growth_exponent(sizes: list[float], peaks: list[float]) -> float | None:
-    """How a peak grows with a size, past what the process holds anyway: the
-    slope of log(increment) over log(size) between the first and the last
-    size, 1.0 for linear growth, 2.0 for quadratic.
-
-    The smallest size's peak stands for the fixed part (imports, the
-    runtime); the increments over it are compared.
+    """How a peak grows with a size, past a fixed part: the exponent e of
+    peak(s) = fixed + a s^e fitted to the first, second and last sizes, 1.0
+    for linear growth, 2.0 for quadratic; None with fewer than three sizes
+    or no growth.
     """
-    import math
-
     if len(sizes) < 3:
         return None
     first = peaks[1] - peaks[0]
@@ -642,7 +637,7 @@ def growth_exponent(sizes: list[float], peaks: list[float]) -> float | None:
     for _ in range(60):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if excess(mid) < 0 else (lo, mid)
-    return round((lo + hi) / 2, 2) if math.isfinite(lo) else None
+    return round((lo + hi) / 2, 2)
 
 
 def _memory_case(dtype: str, peak: dict) -> None:

@@ -43,7 +43,8 @@ def leave_one_session_out(
             "dev": np.sort(shuffled[:n_dev]),
             "test": test,
         }
-    candidates = rng.permutation(np.unique(speakers[rest]))
+    rest_speakers = speakers[rest]
+    candidates = rng.permutation(np.unique(rest_speakers))
     if len(candidates) < 2:
         raise ValueError(
             f"fold {test_session}: a speaker-independent dev split needs two "
@@ -53,10 +54,10 @@ def leave_one_session_out(
     held, count = [], 0
     for speaker in candidates[:-1]:
         held.append(speaker)
-        count += int(np.sum(speakers[rest] == speaker))
+        count += int(np.sum(rest_speakers == speaker))
         if count >= n_dev:
             break
-    in_dev = np.isin(speakers[rest], held)
+    in_dev = np.isin(rest_speakers, held)
     return {"train": rest[~in_dev], "dev": rest[in_dev], "test": test}
 
 

@@ -39,26 +39,26 @@ def optimizer(stage, cpc_keys: tuple[str, ...] = ()) -> optax.GradientTransforma
     adam = optax.adam(_schedule(stage.learning_rate, stage.warmup_steps))
     if not cpc_keys:
         return adam
-    # The labels name the optimizer state's parts: "train" and "frozen" are
-    # those of checkpoints written with freeze_cpc before the recipe fields.
     if stage.freeze_cpc:
-        (head, cpc_label), cpc = ("train", "frozen"), optax.set_to_zero()
-    elif stage.encoder_lr_scale == 1 and stage.freeze_steps == 0:
+        # The state's part names of checkpoints written before the recipe.
+        return _split(adam, optax.set_to_zero(), cpc_keys, ("train", "frozen"))
+    if stage.encoder_lr_scale == 1 and stage.freeze_steps == 0:
         return adam
-    else:
-        (head, cpc_label), cpc = (
-            ("head", "cpc"),
-            optax.adam(
-                _schedule(
-                    stage.learning_rate * stage.encoder_lr_scale,
-                    stage.warmup_steps,
-                    delay=stage.freeze_steps,
-                )
-            ),
+    cpc = optax.adam(
+        _schedule(
+            stage.learning_rate * stage.encoder_lr_scale,
+            stage.warmup_steps,
+            delay=stage.freeze_steps,
         )
+    )
+    return _split(adam, cpc, cpc_keys, ("head", "cpc"))
+
+
+def _split(head, cpc, cpc_keys, names: tuple[str, str]):
+    """`cpc` for the top-level params in `cpc_keys`, `head` for the rest."""
     return optax.multi_transform(
-        {head: adam, cpc_label: cpc},
-        lambda params: {k: cpc_label if k in cpc_keys else head for k in params},
+        {names[0]: head, names[1]: cpc},
+        lambda params: {k: names[1] if k in cpc_keys else names[0] for k in params},
     )
 
 
