@@ -22,6 +22,9 @@ from absl import logging as absl_logging
 QUIET_LOGGERS = ("absl", "orbax", "tensorflow", "tensorflow_datasets", "clu")
 # Modules whose Python warnings (DeprecationWarning and the like) are dropped.
 QUIET_WARNINGS = r"(absl|orbax|tensorflow|tensorflow_datasets|clu)(\.|$)"
+# Loggers that log a failed request with its traceback and then raise it: the
+# raised error reaches cpcjax's own one-line report, so their copy is dropped.
+RAISING_LOGGERS = ("gcsfs",)
 
 
 class _Handler(logging.StreamHandler):
@@ -50,6 +53,8 @@ def setup(level: int = logging.INFO) -> logging.Logger:
     absl_logging.set_verbosity(absl_logging.ERROR)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in RAISING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", module=QUIET_WARNINGS)
 
     log = logging.getLogger("cpcjax")

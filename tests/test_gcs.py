@@ -5,12 +5,14 @@ The emulator (`tests/gcs_emulator.py`, gcp-storage-emulator) runs in memory on
 TENSORSTORE_GCS_HTTP_URL, as a user would set them.
 """
 
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -201,3 +203,64 @@ def test_missing_bucket_is_one_line_and_writes_nothing(emulator, tmp_path):
         os.path.join(r, f) for r, _, fs in os.walk(tmp_path) for f in fs
     ] + os.listdir(cwd)
     assert leftovers == [], leftovers
+
+
+# What Cloud Storage answers a caller without credentials (gcsfs then sends
+# its requests anonymously): 401 with a JSON error, on every request.
+DENIED = (
+    "Anonymous caller does not have storage.buckets.get access to the Google "
+    "Cloud Storage bucket."
+)
+
+
+class _Denying(http.server.BaseHTTPRequestHandler):
+    def _deny(self):
+        body = json.dumps(
+            {"error": {"code": 401, "message": DENIED, "errors": []}}
+        ).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _deny
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def denying_storage():
+    """The URL of a Cloud Storage endpoint that refuses every request with 401."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Denying)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    "remote", ["--workdir gs://private/run", "data_dir gs://private/data"]
+)
+def test_no_credentials_is_one_line_and_writes_nothing(
+    denying_storage, tmp_path, remote
+):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = dict(_env(denying_storage), TMPDIR=str(tmp_path / "tmp"))
+    os.makedirs(env["TMPDIR"])
+    local = tmp_path / "run"
+    workdir = "gs://private/run" if remote.startswith("--workdir") else str(local)
+    cmd = [*_main_cmd(workdir), "--config.data_dir=gs://private/data"]
+    proc = _run(cmd, env, cwd, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if " process 0/1" not in line]
+    assert lines == [f"error: {remote}: cannot reach bucket private: {DENIED}, 401"], (
+        proc.stderr[-3000:]
+    )
+    leftovers = [
+        os.path.join(r, f) for r, _, fs in os.walk(tmp_path) for f in fs
+    ] + os.listdir(cwd)
+    assert leftovers == [] and not local.exists(), leftovers
