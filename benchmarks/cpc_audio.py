@@ -19,12 +19,13 @@ import types
 
 from absl import app
 
+from cpcjax import cpc_audio
+
 # Imported at the top of CPC_audio's modules but unused by its CPC training
 # step (MFCC features, a progress bar); stood in for when not installed.
 REFERENCE_STUBS = ("torchaudio", "progressbar")
-# cpcjax's norms by CPC_audio's name; its "layerNorm" is its ChannelNorm: per
-# frame, over channels.
-NORMS = {"channel": "layerNorm", "none": "ID"}
+# CPC_audio's norm names by cpcjax's.
+NORMS = {ours: theirs for theirs, ours in cpc_audio.NORMS.items()}
 
 
 def matching_config(config, batch_size: int, window: int):

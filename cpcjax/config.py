@@ -18,7 +18,7 @@ import os
 import ml_collections
 
 from cpcjax import paths
-from cpcjax.constants import DEV_SPLITS, NORMS
+from cpcjax.constants import DEV_SPLITS, FRAME_HOP, NORMS
 
 CORPORA = ("synthetic", "iemocap", "msp_podcast")
 DTYPES = ("float32", "bfloat16")
@@ -269,11 +269,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
         f"must be '', {FROM_PRETRAINING!r}, or an existing checkpoints/ directory",
     )
     need(
-        c.pretrain.window % 160 == 0 and c.pretrain.window >= 160 * 32,
+        c.pretrain.window % FRAME_HOP == 0 and c.pretrain.window >= FRAME_HOP * 32,
         "pretrain.window",
-        "must be a multiple of 160 samples and >= 5120",
+        f"must be a multiple of {FRAME_HOP} samples and >= {FRAME_HOP * 32}",
     )
-    frames = c.pretrain.window // 160
+    frames = c.pretrain.window // FRAME_HOP
     need(
         c.model.predict_steps < frames,
         "model.predict_steps",

@@ -32,7 +32,6 @@ from cpcjax.models import build
 from cpcjax.train import checkpoint
 
 ARGS_FILE = "checkpoint_args.json"  # beside a cpc/train.py checkpoint
-CONFIG_FILE = "config.json"
 EXIT_ERROR = 1
 TORCH_HINT = (
     "reading CPC_audio checkpoints needs PyTorch: pip install -e '.[torch]' "
@@ -134,7 +133,7 @@ def write(out: str, fields: dict, params: dict, source: str) -> str:
     ckpts.wait()
     ckpts.close()
     paths.write_json(
-        paths.join(out, CONFIG_FILE),
+        paths.join(out, workdir_lib.CONFIG_FILE),
         {"fields": fields, "source": source, "parts": sorted(params)},
         indent=1,
     )
@@ -143,7 +142,7 @@ def write(out: str, fields: dict, params: dict, source: str) -> str:
 
 def read_imported(directory: str) -> dict | None:
     """The config.json `write` left in `directory`, or None when it has none."""
-    saved = paths.read_json(paths.join(directory, CONFIG_FILE))
+    saved = paths.read_json(paths.join(directory, workdir_lib.CONFIG_FILE))
     return saved if isinstance(saved, dict) and "fields" in saved else None
 
 
@@ -168,7 +167,7 @@ def main(argv: list[str]) -> None:
             f"this {kind} checkpoint has no prediction heads (no CPC criterion): "
             "only the encoder and context network were imported"
         )
-    print(f"model fields: {paths.join(out, CONFIG_FILE)}")
+    print(f"model fields: {paths.join(out, workdir_lib.CONFIG_FILE)}")
     sys.exit(0)
 
 

@@ -270,8 +270,8 @@ def tsne(
     points = ax_act.scatter(
         *coords.T, s=14, c=np.asarray(activation), cmap="viridis", alpha=0.85, lw=0
     )
-    fig.colorbar(points, ax=ax_act, label="activation")
-    ax_act.set_title("Coloured by activation")
+    fig.colorbar(points, ax=ax_act, label=DIMENSION_NAMES["act"])
+    ax_act.set_title(f"Coloured by {DIMENSION_NAMES['act']}")
     for ax in (ax_cat, ax_act):
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")

@@ -1,6 +1,7 @@
 """Test setup: eight fake CPU devices, so sharding code runs as on a pod; and
 the helpers the tests share: tiny configs, running the entry point, wav files."""
 
+import json
 import os
 import subprocess
 import sys
@@ -157,3 +158,10 @@ def unlabeled_utts():
         labeled=False,
         desc="test",
     )
+
+
+def logged_losses(path, n=3):
+    """The first `n` losses (all with n=None) a stage logged to its metrics.jsonl."""
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    return [r["loss"] for r in rows if "loss" in r][:n]

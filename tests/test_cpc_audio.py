@@ -12,26 +12,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from parity import (
+    COMMITTED,
+    REFERENCE,
+    TOLERANCE,
+    VARIANTS,
+    load_fixture,
+    relative_error,
+)
 
 from cpcjax import cpc_audio, import_cpc_audio, losses
 from cpcjax.config import set_fields
 from cpcjax.configs import base
 from cpcjax.models import build
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "cpc_audio")
-COMMITTED = ("gru_linear_layernorm", "lstm2_linear_instancenorm", "lstm_transformer_id")
-# The parity tests run on another folder of reference outputs where this
-# names one: e.g. the full-size models, written by
-# `python benchmarks/cpc_audio_fixture.py CPC_audio DIR --size=full`.
-REFERENCE_ENV = "CPCJAX_CPC_AUDIO_REFERENCE"
-REFERENCE = os.environ.get(REFERENCE_ENV) or FIXTURES
-VARIANTS = (
-    COMMITTED
-    if REFERENCE == FIXTURES
-    else tuple(sorted(f[:-4] for f in os.listdir(REFERENCE) if f.endswith(".npz")))
-)
-# max |cpcjax - CPC_audio| / max |CPC_audio|, per array (float32).
-TOLERANCE = 1e-5
 # A facebookresearch/CPC_audio checkout for the live parity check.
 CHECKOUT_ENV = "CPC_AUDIO_CHECKOUT"
 FIXTURE_SCRIPT = os.path.join(
@@ -41,26 +35,10 @@ FIXTURE_SCRIPT = os.path.join(
 )
 
 
-def load_fixture(name, directory=FIXTURES):
-    """(arrays, args, model state, criterion state) of one variant."""
-    arrays = dict(np.load(os.path.join(directory, f"{name}.npz")))
-    with open(os.path.join(directory, f"{name}.json")) as f:
-        args = json.load(f)
-    weights = {k[7:]: v for k, v in arrays.items() if k.startswith("weight/")}
-    model = {k[9:]: v for k, v in weights.items() if k.startswith("gEncoder.")}
-    crit = {k[13:]: v for k, v in weights.items() if k.startswith("cpcCriterion.")}
-    return arrays, args, model, crit
-
-
 def config_for(fields):
     config = base.get_config("synthetic")
     set_fields(config, fields)
     return config
-
-
-def relative_error(ours, theirs):
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    return np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
 
 
 @pytest.fixture(scope="module", params=VARIANTS)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, write_wav
-from test_cpc_audio import TOLERANCE, VARIANTS, load_fixture, relative_error
+from parity import TOLERANCE, VARIANTS, load_fixture, relative_error
 
 from cpcjax import cpc_audio, embed, experiment, import_cpc_audio, probe
 from cpcjax import workdir as workdir_lib

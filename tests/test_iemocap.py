@@ -2,110 +2,13 @@
 
 import csv
 import os
-import re
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
-from conftest import write_wav
+from releases import prepare_iemocap, write_iemocap_release
 
 from cpcjax.data.corpora import base, iemocap
 
-HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]"
-
-# Per dialog: (summary line, evaluator lines, wav to write). Wav kinds:
-# seconds at 16 kHz mono, "44k" (44.1 kHz stereo), "cut" (truncated after
-# writing), "empty" (0 bytes) or None (no wav). The first two summary lines
-# are copied from real files (data_formats/); the others follow their format.
-DIALOGS = {
-    ("Session1", "Ses01F_impro05"): [
-        (
-            "[140.2250 - 145.6000]\tSes01F_impro05_F019\tang\t[1.5000, 4.0000, 4.5000]",
-            [
-                "C-E1:\tAnger;\t()",
-                "A-E3:\tval 2; act 4; dom  4;\t()",
-                "A-E4:\tval 1; act 4; dom  5;\t(threatening, belligerent)",
-            ],
-            0.8,
-        ),
-        (
-            "[146.0100 - 148.2000]\tSes01F_impro05_M003\tneu\t[2.5000, 2.5000, 2.5000]",
-            ["C-E2:\tNeutral;\t()", "A-E1:\tval 3; act 2; dom  2;\t()"],
-            "44k",
-        ),
-        (
-            "[150.5000 - 152.1000]\tSes01F_impro05_F020\texc\t[5.5000, 3.5000, 3.0000]",
-            ["C-E3:\tExcited;\t()", "A-E3:\tval 5; act 3; dom  3;\t()"],
-            0.6,
-        ),
-        (
-            "[153.0000 - 155.0000]\tSes01F_impro05_M004\tsad\t[2.0000, 2.0000, 0.5000]",
-            ["C-E1:\tSadness;\t()"],
-            0.5,
-        ),
-        # Two ratings where three belong: malformed.
-        (
-            "[156.0000 - 157.5000]\tSes01F_impro05_F021\tneu\t[2.5000, 2.5000]",
-            ["C-E1:\tNeutral;\t()"],
-            0.5,
-        ),
-    ],
-    ("Session1", "Ses01M_impro07"): [
-        (
-            "[204.8100 - 206.6000]\tSes01M_impro07_M033\thap\t[3.5000, 2.5000, 1.5000]",
-            [
-                "C-E1:\tExcited;\t()",
-                "C-E2:\tHappiness;\t()",
-                "A-E1:\tval 3; act 2; dom  2;\t()",
-                "A-M1:\tval 4; act 3; dom  3;\t()",
-            ],
-            0.7,
-        ),
-        (
-            "[207.0000 - 209.1000]\tSes01M_impro07_F012\txxx\t[3.0000, 2.5000, 2.0000]",
-            ["C-E1:\tFrustration;\t()", "C-E2:\tNeutral;\t()"],
-            0.5,
-        ),
-        (
-            "[210.0000 - 211.0000]\tSes01M_impro07_F013\tneu\t[3.0000, 3.0000, 3.0000]",
-            ["C-E1:\tNeutral;\t()"],
-            None,
-        ),
-    ],
-    ("Session2", "Ses02M_script01_1"): [
-        (
-            "[10.1000 - 12.3000]\t"
-            "Ses02M_script01_1_F005\tfru\t[2.0000, 3.5000, 2.5000]",
-            ["C-E1:\tFrustration;\t()"],
-            0.9,
-        ),
-        (
-            "[13.0000 - 15.0000]\t"
-            "Ses02M_script01_1_M007\txxx\t[3.0000, 2.5000, 2.0000]",
-            ["C-E2:\tAnger;\t()"],
-            0.5,
-        ),
-        # Spaces where the release has TABs: still a summary line.
-        (
-            "[ 16.0000 - 17.5000 ]  "
-            "Ses02M_script01_1_M008  neu  [2.0000,3.0000,  4.0000]",
-            [],
-            0.5,
-        ),
-        (
-            "[18.0000 - 19.0000]\t"
-            "Ses02M_script01_1_F006\tsad\t[1.5000, 1.5000, 2.0000]",
-            ["C-E1:\tSadness;\t()"],
-            "cut",
-        ),
-        (
-            "[20.0000 - 21.0000]\t"
-            "Ses02M_script01_1_M009\tneu\t[3.0000, 3.0000, 3.0000]",
-            ["C-E1:\tNeutral;\t()"],
-            "empty",
-        ),
-    ],
-}
 KEPT = {
     "Ses01F_impro05_F019",
     "Ses01F_impro05_M003",
@@ -117,81 +20,6 @@ KEPT = {
     "Ses02M_script01_1_M007",
     "Ses02M_script01_1_M008",
 }
-
-
-def _speech_like(seconds, rate, seed, channels=1):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    x = 0.3 * np.sin(2 * np.pi * 180 * t) + 0.02 * rng.standard_normal(len(t))
-    return np.stack([x] * channels, axis=1) if channels > 1 else x
-
-
-def _write_kind(path, kind, seed):
-    """A wav of IEMOCAP's shape, or a broken one: `kind` is seconds, "44k"
-    (a stereo 44.1 kHz file), "empty" or "cut" (truncated mid-data)."""
-    if kind == "44k":
-        wav = _speech_like(0.75, 44100, seed, channels=2)
-        write_wav(path, wav=wav, rate=44100, subtype="PCM_16")
-    elif kind == "empty":
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        open(path, "wb").close()
-    elif kind == "cut":
-        write_wav(path, wav=_speech_like(0.6, 16000, seed), subtype="PCM_16")
-        with open(path, "r+b") as f:
-            f.truncate(44 + 1000)  # header + 500 samples of the 9600 it declares
-    else:
-        write_wav(path, wav=_speech_like(kind, 16000, seed), subtype="PCM_16")
-
-
-def write_release(root):
-    """Writes a tiny IEMOCAP_full_release/ under `root`; returns its path."""
-    release = os.path.join(root, "IEMOCAP_full_release")
-    seed = 0
-    for (session, dialog), blocks in DIALOGS.items():
-        labels_dir = os.path.join(release, session, "dialog", "EmoEvaluation")
-        os.makedirs(labels_dir, exist_ok=True)
-        lines = [HEADER, ""]
-        for summary, evaluators, wav in blocks:
-            lines += [summary, *evaluators, ""]
-            utt = re.search(r"Ses0\S+", summary).group()
-            if wav is not None:
-                seed += 1
-                _write_kind(
-                    os.path.join(
-                        release, session, "sentences", "wav", dialog, f"{utt}.wav"
-                    ),
-                    wav,
-                    seed,
-                )
-        with open(os.path.join(labels_dir, f"{dialog}.txt"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-    labels_dir = os.path.join(release, "Session1", "dialog", "EmoEvaluation")
-    # macOS resource fork: binary, would be a malformed file if read.
-    with open(os.path.join(labels_dir, "._Ses01F_impro05.txt"), "wb") as f:
-        f.write(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        [garbage\n")
-    # Sub-folder and non-.txt files: lines that would change labels or be
-    # reported if they were read.
-    os.makedirs(os.path.join(labels_dir, "Attribute"))
-    with open(os.path.join(labels_dir, "Attribute", "Ses01F_impro05_e3.txt"), "w") as f:
-        f.write(
-            "Ses01F_impro05_F019 :act 4; val 2; dom 4; ()\n"
-            "[1.0 - 2.0]\tSes01F_impro05_F019\tneu\t[1.0000, 1.0000, 1.0000]\n"
-            "[not a summary line\n"
-        )
-    with open(os.path.join(labels_dir, "Ses01F_impro05.txt~"), "w") as f:
-        f.write("[1.0 - 2.0]\tSes01F_impro05_F019\tneu\t[1.0000, 1.0000, 1.0000]\n")
-    return release
-
-
-def _prepare(data_dir, manual_dir):
-    builder = iemocap.Iemocap(data_dir=str(data_dir))
-    builder.download_and_prepare(
-        file_format="array_record",
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=str(manual_dir), try_download_gcs=False
-        ),
-    )
-    return builder
 
 
 def _line_of(release, utt):
@@ -216,8 +44,8 @@ def _text(value):
 def prepared(tmp_path_factory):
     """(release dir, data dir, builder, {id: example}) of one preparation."""
     tmp = tmp_path_factory.mktemp("iemocap")
-    release = write_release(str(tmp))
-    builder = _prepare(tmp / "tfds", release)
+    release = write_iemocap_release(str(tmp))
+    builder = prepare_iemocap(tmp / "tfds", release)
     source = builder.as_data_source("train")
     examples = {_text(ex["id"]): ex for ex in (source[i] for i in range(len(source)))}
     return release, tmp / "tfds", builder, examples
@@ -327,7 +155,7 @@ def test_second_prepare_reuses_the_dataset(prepared):
     release, data_dir, _, _ = prepared
     report = data_dir / "prepare_report_iemocap.tsv"
     stamp = os.stat(report).st_mtime_ns
-    again = _prepare(data_dir, release)
+    again = prepare_iemocap(data_dir, release)
     assert again.kept == 0 and len(again.problems) == 0  # nothing regenerated
     assert os.stat(report).st_mtime_ns == stamp
     assert len(again.as_data_source("train")) == len(KEPT)
@@ -342,7 +170,7 @@ def test_parent_of_the_release_is_accepted(prepared):
 
 def test_missing_manual_dir_names_the_layout(tmp_path):
     with pytest.raises(base.LayoutError, match="Session1/ ... Session5/"):
-        _prepare(tmp_path / "tfds", tmp_path / "nowhere")
+        prepare_iemocap(tmp_path / "tfds", tmp_path / "nowhere")
 
 
 def test_dir_without_sessions_names_the_layout(tmp_path):
@@ -350,7 +178,7 @@ def test_dir_without_sessions_names_the_layout(tmp_path):
     manual.mkdir()
     (manual / "README.txt").write_text("not IEMOCAP\n")
     with pytest.raises(base.LayoutError, match="holds no Session1") as e:
-        _prepare(tmp_path / "tfds", manual)
+        prepare_iemocap(tmp_path / "tfds", manual)
     assert "sentences/wav/<dialog>/<utt>.wav" in str(e.value)
     assert not iemocap.Iemocap(data_dir=str(tmp_path / "tfds")).is_prepared()
 

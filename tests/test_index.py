@@ -15,12 +15,15 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from etils import epath
+from releases import (
+    V111_COUNTS,
+    V111_ROWS,
+    prepare_iemocap,
+    prepare_msp,
+    write_iemocap_release,
+    write_msp_release,
+)
 from tensorflow_datasets.core.data_sources import array_record
-from test_iemocap import _prepare as prepare_iemocap
-from test_iemocap import write_release as write_iemocap
-from test_msp_podcast import V111_COUNTS, V111_ROWS
-from test_msp_podcast import _prepare as prepare_msp
-from test_msp_podcast import _release as write_msp
 
 from cpcjax.data import index, pipeline, sources
 from cpcjax.data.corpora import synthetic
@@ -115,7 +118,7 @@ def test_synthetic_index_matches_decoding(tmp_path, part, reads):
 
 
 def test_iemocap_index_matches_decoding(tmp_path, reads):
-    builder = prepare_iemocap(tmp_path / "data", write_iemocap(str(tmp_path)))
+    builder = prepare_iemocap(tmp_path / "data", write_iemocap_release(str(tmp_path)))
     assert index.index_path(builder).exists()
     reads["examples"] = 0
     utts = index.utterances(builder, ["train"], labeled=True, desc="iemocap")
@@ -126,7 +129,7 @@ def test_iemocap_index_matches_decoding(tmp_path, reads):
 
 
 def test_msp_podcast_index_keeps_each_partition(tmp_path, reads):
-    root = write_msp(
+    root = write_msp_release(
         tmp_path / "MSP-PODCAST-Publish-1.11",
         V111_ROWS,
         "Audio",
@@ -240,7 +243,7 @@ def test_a_stale_or_foreign_index_is_not_trusted(tmp_path, reads):
 def test_prepare_indexes_a_dataset_prepared_before_indexes(tmp_path, capsys):
     from cpcjax import prepare
 
-    release = write_iemocap(str(tmp_path))
+    release = write_iemocap_release(str(tmp_path))
     builder = prepare_iemocap(tmp_path / "data", release)
     path = _drop_index(builder)
     capsys.readouterr()

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from test_main import ROOT
+from conftest import ROOT
 
 SHELLCHECK = os.path.join(os.path.dirname(sys.executable), "shellcheck")
 

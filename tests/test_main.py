@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, logged_losses
 
 from cpcjax import config as config_lib
 
@@ -15,12 +15,6 @@ from cpcjax import config as config_lib
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("data"))
-
-
-def losses(path, n=3):
-    with open(path) as f:
-        rows = [json.loads(l) for l in f]
-    return [r["loss"] for r in rows if "loss" in r][:n]
 
 
 def test_one_and_eight_devices_give_the_same_losses(tmp_path, data_dir, run_main):
@@ -31,8 +25,8 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path, data_dir, run_main
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[devices] = workdir
     for stage in ("pretrain", os.path.join("finetune", "fold1", "seed0")):
-        one = losses(runs[1] / stage / "metrics.jsonl")
-        eight = losses(runs[8] / stage / "metrics.jsonl")
+        one = logged_losses(runs[1] / stage / "metrics.jsonl")
+        eight = logged_losses(runs[8] / stage / "metrics.jsonl")
         assert len(one) == 3
         np.testing.assert_allclose(eight, one, rtol=1e-5)
 

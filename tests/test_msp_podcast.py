@@ -12,66 +12,18 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from conftest import write_wav
+from releases import (
+    V18_ROWS,
+    V111_COUNTS,
+    V111_ROWS,
+    prepare_msp,
+    write_msp_release,
+)
 
 from cpcjax.data.corpora import base, msp_podcast
 
-HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
-
-# v1.8: labels_concensus.csv (sic), "Validation", Test3 present.
-V18_ROWS = [
-    "MSP-PODCAST_0001_0008.wav,N,2.2,4.0,2.6,30,Male,Train",
-    "MSP-PODCAST_0001_0009.wav,N,3.777778,3.555556,3.777778,39,Male,Train",
-    "MSP-PODCAST_0001_0011.wav,N,4.125,4.75,4.0,39,Male,Test1",
-    "MSP-PODCAST_0001_0013.wav,N,3.0,3.75,3.166667,39,Male,Test1",
-    "MSP-PODCAST_0002_0033.wav,N,4.8,4.2,5.4,Unknown,Unknown,Validation",
-    "MSP-PODCAST_0002_0039.wav,N,4.0,4.2,4.2,Unknown,Female,Validation",
-    # The file DATA.md names as stereo 44.1 kHz in v1.8 (labels made up).
-    "MSP-PODCAST_1023_0235.wav,A,5.2,2.6,5.0,1132,Female,Train",
-    "MSP-PODCAST_0001_0016.wav,N,2.4,4.2,2.8,30,Male,Train",  # empty wav
-    "MSP-PODCAST_0001_0019.wav,H,3.6,4.8,4.0,30,Male,Train",  # truncated wav
-    "MSP-PODCAST_0001_0020.wav,H,4.6,4.8,4.0,30,Male,Train",  # no wav
-    "MSP-PODCAST_0001_0024.wav,N,2.0,3.0,2.4x,30,Male,Train",  # non-numeric
-    "MSP-PODCAST_0001_0027.wav,N,3.6,3.8",  # fields missing
-    "MSP-PODCAST_0001_0030.wav,Q,2.0,4.4,2.8,30,Male,Train",  # unknown class
-    "MSP-PODCAST_0001_0025.wav,H,2.4,5.8,3.6,30,Male,Test3",  # no public labels
-]
 V18_LINE = {row.split(",")[0][:-4]: i + 2 for i, row in enumerate(V18_ROWS)}
 V18_COUNTS = {"train": 3, "development": 2, "test1": 2}
-
-# v1.11-like: Audio/ and labels/labels_consensus.csv, three-part names,
-# Development and Test2, no Test1.
-V111_ROWS = [
-    "MSP-PODCAST_0001_0008_0001.wav,N,2.2,4.0,2.6,30,Male,Train",
-    "MSP-PODCAST_0001_0009.wav,N,3.777778,3.555556,3.777778,39,Male,Train",
-    "MSP-PODCAST_0002_0033.wav,N,4.8,4.2,5.4,Unknown,Unknown,Development",
-    "MSP-PODCAST_0001_0016.wav,N,2.4,4.2,2.8,30,Male,Test2",
-    "MSP-PODCAST_0001_0025.wav,H,2.4,5.8,3.6,30,Male,Test3",
-]
-V111_COUNTS = {"train": 2, "development": 1, "test2": 1}
-
-
-def _release(root, rows, audio_dir, labels_dir, labels_file, skip_wavs=()):
-    """A release tree: one wav per row (except `skip_wavs`) and the labels csv."""
-    os.makedirs(os.path.join(root, audio_dir))
-    os.makedirs(os.path.join(root, labels_dir))
-    for seed, row in enumerate(rows):
-        name = row.split(",")[0]
-        if name[:-4] not in skip_wavs:
-            write_wav(os.path.join(root, audio_dir, name), seed=seed)
-    with open(os.path.join(root, labels_dir, labels_file), "w") as f:
-        f.write("\n".join([HEADER, *rows]) + "\n")
-    return str(root)
-
-
-def _prepare(manual_dir, data_dir, config=None, **kwargs):
-    builder = msp_podcast.MspPodcast(data_dir=str(data_dir), config=config)
-    builder.download_and_prepare(
-        file_format="array_record",
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=str(manual_dir), try_download_gcs=False, **kwargs
-        ),
-    )
-    return builder
 
 
 def _records(builder, split):
@@ -93,7 +45,7 @@ def _report(data_dir):
 def v18(tmp_path_factory):
     """A v1.8-like release, prepared once: (manual dir, data dir, builder, stdout)."""
     tmp = tmp_path_factory.mktemp("v18")
-    root = _release(
+    root = write_msp_release(
         tmp / "MSP-PODCAST-Publish-1.8",
         V18_ROWS,
         "Audios",
@@ -113,7 +65,7 @@ def v18(tmp_path_factory):
     with open(truncated, "r+b") as f:
         f.truncate(44 + 1000)
     data_dir = tmp / "data"
-    builder = _prepare(root, data_dir)
+    builder = prepare_msp(root, data_dir)
     return root, str(data_dir), builder
 
 
@@ -198,12 +150,12 @@ def test_report_lists_every_skipped_row_with_its_reason(v18):
 def test_preparing_again_does_not_duplicate(v18, tmp_path):
     root, data_dir, builder = v18
     before = _report(data_dir)
-    again = _prepare(root, data_dir)  # already prepared: reused as is
+    again = prepare_msp(root, data_dir)  # already prepared: reused as is
     assert again.info.splits["train"].num_examples == V18_COUNTS["train"]
     assert _report(data_dir) == before
     # Regenerating with one builder instance reports each problem once.
     fresh = tmp_path / "data"
-    twice = _prepare(root, fresh)
+    twice = prepare_msp(root, fresh)
     twice.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(
@@ -217,14 +169,14 @@ def test_preparing_again_does_not_duplicate(v18, tmp_path):
 
 
 def test_v111_layout_found_automatically_or_named_in_config(tmp_path, capsys):
-    root = _release(
+    root = write_msp_release(
         tmp_path / "MSP-PODCAST-Publish-1.11",
         V111_ROWS,
         "Audio",
         "labels",
         "labels_consensus.csv",
     )
-    found = _prepare(root, tmp_path / "auto")
+    found = prepare_msp(root, tmp_path / "auto")
     assert _counts(found) == V111_COUNTS
     assert "MSP-PODCAST_0001_0008_0001" in _records(found, "train")
     assert "MSP-PODCAST_0002_0033" in _records(found, "development")
@@ -238,13 +190,13 @@ def test_v111_layout_found_automatically_or_named_in_config(tmp_path, capsys):
     config = msp_podcast.MspPodcastConfig(
         name="default", audio_dir="Audio", labels_dir="labels"
     )
-    named = _prepare(root, tmp_path / "named", config=config)
+    named = prepare_msp(root, tmp_path / "named", config=config)
     assert _records(named, "test2").keys() == _records(found, "test2").keys()
     assert named.data_path.parent.name == "default"
 
 
 def test_split_without_usable_audio_names_the_split(tmp_path):
-    root = _release(
+    root = write_msp_release(
         tmp_path / "MSP-PODCAST-Publish-1.11",
         V111_ROWS,
         "Audio",
@@ -254,12 +206,12 @@ def test_split_without_usable_audio_names_the_split(tmp_path):
     empty = os.path.join(root, "Audio", "MSP-PODCAST_0001_0016.wav")
     open(empty, "w").close()
     with pytest.raises(base.LayoutError, match="none of the 1 wavs of split test2"):
-        _prepare(root, tmp_path / "data")
+        prepare_msp(root, tmp_path / "data")
     assert [r["where"] for r in _report(tmp_path / "data")] == [empty]
 
 
 def test_config_naming_an_absent_folder_is_a_layout_error(tmp_path):
-    root = _release(
+    root = write_msp_release(
         tmp_path / "MSP-PODCAST-Publish-1.11",
         V111_ROWS[:1],
         "Audios",
@@ -268,12 +220,12 @@ def test_config_naming_an_absent_folder_is_a_layout_error(tmp_path):
     )
     config = msp_podcast.MspPodcastConfig(name="default", audio_dir="Wavs")
     with pytest.raises(base.LayoutError, match="no folder Wavs/"):
-        _prepare(root, tmp_path / "data", config=config)
+        prepare_msp(root, tmp_path / "data", config=config)
 
 
 def test_missing_manual_dir_is_a_layout_error(tmp_path):
     with pytest.raises(base.LayoutError) as error:
-        _prepare(tmp_path / "MSP-PODCAST-Publish-1.11", tmp_path / "data")
+        prepare_msp(tmp_path / "MSP-PODCAST-Publish-1.11", tmp_path / "data")
     assert msp_podcast.MspPodcast.EXPECTED_LAYOUT in str(error.value)
 
 
@@ -284,16 +236,16 @@ def test_release_without_labels_is_a_layout_error(tmp_path):
     with pytest.raises(
         base.LayoutError, match="no folder Labels/ or labels/ or label/"
     ) as error:
-        _prepare(root, tmp_path / "data")
+        prepare_msp(root, tmp_path / "data")
     assert msp_podcast.MspPodcast.EXPECTED_LAYOUT in str(error.value)
     os.makedirs(root / "Labels")
     with pytest.raises(base.LayoutError, match="neither labels_consensus.csv") as error:
-        _prepare(root, tmp_path / "data")
+        prepare_msp(root, tmp_path / "data")
     assert msp_podcast.MspPodcast.EXPECTED_LAYOUT in str(error.value)
 
 
 def test_header_without_a_column_is_a_layout_error(tmp_path):
-    root = _release(
+    root = write_msp_release(
         tmp_path / "release", V111_ROWS[:1], "Audios", "Labels", "labels_consensus.csv"
     )
     path = os.path.join(root, "Labels", "labels_consensus.csv")

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, config_flags
-from test_main import losses
+from conftest import ROOT, TINY, config_flags, logged_losses
 
 CONFIG = "configs/pre_cpc.py:synthetic"
 STAGES = ("pretrain", os.path.join("finetune", "fold1", "seed0"))
@@ -160,8 +159,8 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path, data_dir, one_w
     assert codes == [0, 0], errs[0][-3000:] + errs[1][-3000:]
     for stage in STAGES:
         np.testing.assert_allclose(
-            losses(workdir / stage / "metrics.jsonl", n=None),
-            losses(one_whole / stage / "metrics.jsonl", n=None),
+            logged_losses(workdir / stage / "metrics.jsonl", n=None),
+            logged_losses(one_whole / stage / "metrics.jsonl", n=None),
             rtol=1e-5,
         )
     report = json.loads((workdir / "report.json").read_text())

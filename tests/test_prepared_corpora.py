@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import ROOT, TINY_RUN, write_wav
-from test_iemocap import write_release as write_iemocap
+from releases import write_iemocap_release
 
 
 def prepare(corpus, manual_dir, data_dir, *flags):
@@ -31,7 +31,7 @@ def prepare(corpus, manual_dir, data_dir, *flags):
 
 
 def test_iemocap_prepared_then_mini_cpc_runs_a_fold(tmp_path, run_main):
-    release = write_iemocap(str(tmp_path / "src"))
+    release = write_iemocap_release(str(tmp_path / "src"))
     data_dir = tmp_path / "data"
     proc = prepare("iemocap", release, data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -109,9 +109,9 @@ def test_a_folder_without_usable_audio_stops_in_one_line(tmp_path):
 def test_msp_podcast_prepared_then_sup_runs_on_the_official_partitions(
     tmp_path, run_main
 ):
-    from test_msp_podcast import V18_ROWS, _release
+    from releases import V18_ROWS, write_msp_release
 
-    release = _release(
+    release = write_msp_release(
         tmp_path / "MSP-PODCAST-Publish-1.8",
         V18_ROWS,
         "Audios",

@@ -5,10 +5,11 @@ import re
 import numpy as np
 import pytest
 
+from cpcjax.constants import SAMPLE_RATE
 from cpcjax.data import synth
 from cpcjax.data.corpora import synthetic
 
-SR = synth.SAMPLE_RATE
+SR = SAMPLE_RATE
 
 
 def _labeled(seed, num_sessions=2, utterances_per_speaker=3):

@@ -51,9 +51,9 @@ from typing import Any
 import numpy as np
 import scipy.signal
 
-SAMPLE_RATE = 16000
+from cpcjax.constants import SAMPLE_RATE
+
 CATEGORIES = ("neu", "hap", "sad", "ang")
-LABEL_NAMES = ("activation", "valence", "dominance")
 SEXES = ("F", "M")
 
 # Default sizes: a many-speaker unlabeled part (the demo's "LibriSpeech") and

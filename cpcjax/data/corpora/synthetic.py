@@ -18,6 +18,7 @@ from absl import logging as absl_logging
 from tensorflow_datasets.core.utils import tqdm_utils
 
 from cpcjax import paths
+from cpcjax.constants import SAMPLE_RATE
 from cpcjax.data import index, synth
 
 _DESCRIPTION = """\
@@ -119,7 +120,7 @@ class SyntheticSpeech(index.IndexedBuilder, tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         features = {
             "audio": tfds.features.Audio(
-                shape=(None,), dtype=np.int16, sample_rate=synth.SAMPLE_RATE
+                shape=(None,), dtype=np.int16, sample_rate=SAMPLE_RATE
             ),
             "id": tfds.features.Text(),
             "speaker": tfds.features.Text(),
