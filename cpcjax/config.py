@@ -166,7 +166,7 @@ def load(spec: str) -> ml_collections.ConfigDict:
 CONTEXT_CELLS = ("gru", "lstm")
 PREDICT_HEADS = ("linear", "transformer")
 SCORES = ("raw", "scaled")
-NEGATIVES = ("groups", "speaker")
+NEGATIVES = ("groups", "shared_groups", "speaker")
 
 
 def _validate_cpc_variants(c: ml_collections.ConfigDict, need) -> None:

@@ -127,23 +127,23 @@ def sample_negatives(rng, frame_lens, num_frames, num_steps, num_negatives, grou
     return (j * num_frames + frame).astype(jnp.int32)
 
 
-def sample_speaker_negatives(rng, speakers, frame_lens, num_frames, num_negatives):
-    """Draws negatives from the utterances of the batch with the same speaker.
+def sample_pool_negatives(rng, pools, frame_lens, num_frames, num_negatives):
+    """Draws negatives from the utterances of the batch in the same pool.
 
-    CPC_audio's default pool (`--samplingType samespeaker`): negatives of an
-    utterance come from its own speaker. Here the pool of utterance b is every
-    utterance of the batch whose speaker id equals b's, b included; an
-    utterance whose speaker is alone in the batch draws from itself. As in
-    CPC_audio, one draw serves every prediction step.
+    Utterance b's pool is every utterance of the batch whose pool id equals
+    b's, b included. With speaker ids as pools this is CPC_audio's default
+    (`--samplingType samespeaker`), and an utterance whose speaker is alone in
+    the batch draws from itself; with `group_pools` it is the fixed groups of
+    `sample_negatives`. As in CPC_audio, one draw serves every prediction step.
 
     For every (b, t) and negative: an utterance j of b's pool is chosen
     uniformly, then a frame uniformly among its `frame_lens[j]` valid frames.
-    The draw depends only on `rng`, the speaker ids and shapes, so the loss is
+    The draw depends only on `rng`, the pool ids and shapes, so the loss is
     the same however many devices share the batch.
 
     Args:
         rng: PRNG key.
-        speakers: [B] int speaker id per utterance.
+        pools: [B] int pool id per utterance (a speaker id, or a group).
         frame_lens: [B] int valid frames per utterance.
         num_frames: T, frames per utterance in the batch.
         num_negatives: negatives per prediction (N - 1).
@@ -152,10 +152,10 @@ def sample_speaker_negatives(rng, speakers, frame_lens, num_frames, num_negative
         neg_idx: [B, T, num_negatives] int32 indices into the batch's B * T
             frames (utterance j, frame t -> j * T + t).
     """
-    speakers = jnp.asarray(speakers)
+    pools = jnp.asarray(pools)
     frame_lens = jnp.asarray(frame_lens, jnp.int32)
-    batch = speakers.shape[0]
-    same = speakers[:, None] == speakers[None, :]  # [B, B]
+    batch = pools.shape[0]
+    same = pools[:, None] == pools[None, :]  # [B, B]
     pool_size = jnp.sum(same, axis=1)  # [B], >= 1: b is in its own pool
     # Row b lists b's pool first, in batch order.
     members = jnp.argsort(~same, axis=1, stable=True)  # [B, B]
@@ -165,6 +165,20 @@ def sample_speaker_negatives(rng, speakers, frame_lens, num_frames, num_negative
     j = jnp.take_along_axis(members, pick.reshape(batch, -1), axis=1).reshape(shape)
     frame = jax.random.randint(rng_frame, shape, 0, jnp.maximum(frame_lens[j], 1))
     return (j * num_frames + frame).astype(jnp.int32)
+
+
+def group_pools(batch: int, group_size: int) -> jax.Array:
+    """[B] pool ids of fixed groups of `group_size` consecutive utterances.
+
+    Raises:
+        ValueError: if `batch` is not a multiple of `group_size`.
+    """
+    if group_size < 1 or batch % group_size:
+        raise ValueError(
+            f"model.negatives_group_size: {group_size} must divide the batch "
+            f"size {batch}"
+        )
+    return jnp.arange(batch) // group_size
 
 
 def _valid_positions(frame_lens, num_frames, num_steps, positions):
@@ -191,7 +205,7 @@ def info_nce_shared(zhat, z, neg_idx, frame_lens, positions=None, scale=1.0):
     """InfoNCE with negatives anywhere in the batch, shared by the K steps.
 
     The form of CPC_audio's criterion: the same negatives for every step,
-    picked from the batch's flattened frames (as `sample_speaker_negatives`
+    picked from the batch's flattened frames (as `sample_pool_negatives`
     draws them, or as CPC_audio's own sampler did).
 
     Args:

@@ -9,10 +9,11 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from cpcjax.losses import (
     ccc,
     ccc_loss,
+    group_pools,
     info_nce,
     info_nce_shared,
     sample_negatives,
-    sample_speaker_negatives,
+    sample_pool_negatives,
 )
 
 
@@ -179,13 +180,31 @@ def test_sample_negatives_rejects_batch_not_divisible_by_group():
 def test_speaker_negatives_come_from_the_same_speaker_and_valid_frames():
     speakers = jnp.array([3, 1, 3, 7, 1, 3])
     lens = np.array([6, 5, 4, 6, 3, 2])
-    idx = np.asarray(sample_speaker_negatives(jax.random.key(0), speakers, lens, 6, 50))
+    idx = np.asarray(sample_pool_negatives(jax.random.key(0), speakers, lens, 6, 50))
     assert idx.shape == (6, 6, 50)
     utt, frame = idx // 6, idx % 6
     assert np.all(np.asarray(speakers)[utt] == np.asarray(speakers)[:, None, None])
     assert np.all(frame < lens[utt])
     assert set(utt[3].ravel()) == {3}  # a speaker alone draws from itself
     assert set(utt[0].ravel()) == {0, 2, 5}
+
+
+def test_shared_group_negatives_stay_in_their_group_and_valid_frames():
+    lens = np.array([6, 5, 4, 6, 3, 2, 6, 1])
+    pools = group_pools(8, 4)
+    np.testing.assert_array_equal(pools, [0, 0, 0, 0, 1, 1, 1, 1])
+    idx = np.asarray(sample_pool_negatives(jax.random.key(0), pools, lens, 6, 200))
+    assert idx.shape == (8, 6, 200)
+    utt, frame = idx // 6, idx % 6
+    assert np.all(utt // 4 == np.arange(8)[:, None, None] // 4)
+    assert np.all(frame < lens[utt])
+    # Every utterance of the group is drawn, the utterance itself included.
+    assert set(utt[1].ravel()) == {0, 1, 2, 3}
+
+
+def test_group_pools_reject_batch_not_divisible_by_group():
+    with pytest.raises(ValueError, match="model.negatives_group_size: 3 must divide"):
+        group_pools(8, 3)
 
 
 def test_speaker_negative_loss_does_not_depend_on_sharding():
@@ -196,7 +215,7 @@ def test_speaker_negative_loss_does_not_depend_on_sharding():
     lens = jnp.full((8,), 10)
 
     def loss(key, zhat, z, speakers, lens):
-        idx = sample_speaker_negatives(key, speakers, lens, 10, 5)
+        idx = sample_pool_negatives(key, speakers, lens, 10, 5)
         return info_nce_shared(zhat, z, idx[:, :7], lens, positions=7, scale=0.25)
 
     want = loss(jax.random.key(2), zhat, z, speakers, lens)

@@ -33,6 +33,9 @@ PRESETS = {
         "model.context_hidden": 64,
         "model.num_negatives": 32,
         "model.negatives_group_size": 4,
+        # At 32 channels scoring only the drawn frames is 10x faster than
+        # scoring whole groups (docs/performance.md#the-demos-profile).
+        "model.negatives": "shared_groups",
         "model.d_model": 64,
         "model.mlp_hidden": 64,
         "pretrain.num_steps": 400,
@@ -91,8 +94,13 @@ def get_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
     m.score = "raw"  # raw: zhat . z; scaled: zhat . z / channels (CPC_audio's)
     m.num_negatives = 128  # [ours] N-1 negatives per prediction
     # groups: [ours] from fixed groups of negatives_group_size utterances, per
-    # step; speaker: from the batch's utterances of the same speaker, shared
-    # by the steps (CPC_audio's default; pretraining only).
+    # step; every prediction is scored against every frame of its group in one
+    # matmul, then its negatives are picked (fastest when the channels are many
+    # and memory allows T^2 per group). shared_groups: the same pools, one
+    # draw per frame shared by the K steps as CPC_audio shares them; only the
+    # drawn frames are scored (fastest when the channels are few, and memory
+    # grows with T). speaker: from the batch's utterances of the same speaker,
+    # shared by the steps (CPC_audio's default; pretraining only).
     m.negatives = "groups"
     m.negatives_group_size = 8  # [ours] utterances sharing a negative pool
     m.attention_heads = 4  # [ours]

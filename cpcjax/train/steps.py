@@ -31,9 +31,14 @@ def cpc_terms(out: dict, rng, model_cfg, speakers=None) -> tuple[jax.Array, jax.
     # Transformer heads predict from the first T - K positions only.
     positions = num_frames - steps if model_cfg.predict_heads == "transformer" else None
     scale = 1.0 / z.shape[-1] if model_cfg.score == "scaled" else 1.0
-    if model_cfg.negatives == "speaker":
-        neg_idx = losses.sample_speaker_negatives(
-            rng, speakers, frame_lens, num_frames, model_cfg.num_negatives
+    if model_cfg.negatives in ("speaker", "shared_groups"):
+        pools = (
+            speakers
+            if model_cfg.negatives == "speaker"
+            else losses.group_pools(z.shape[0], model_cfg.negatives_group_size)
+        )
+        neg_idx = losses.sample_pool_negatives(
+            rng, pools, frame_lens, num_frames, model_cfg.num_negatives
         )  # [B, T, N-1]
         return losses.info_nce_shared(
             out["zhat"],
