@@ -82,6 +82,18 @@ def default_workdir(config_file: str, corpus: str) -> str:
     return os.path.join("runs", f"{name}_{corpus}")
 
 
+def on_demo_corpus(config_file: str) -> str:
+    """The `--config` value that runs `config_file` on the embedded demo corpus:
+    a shipped config by its name, any other by its path as given."""
+    from cpcjax import configs
+
+    name = os.path.splitext(os.path.basename(config_file))[0]
+    shipped = os.path.dirname(os.path.abspath(config_file)) == os.path.abspath(
+        configs.DIRECTORY
+    )
+    return f"{name if shipped else config_file}:synthetic"
+
+
 def _start_distributed(jax) -> None:
     """Joins the processes of a multi-host run before JAX touches a device."""
     if _COORDINATOR.value and _NUM_PROCESSES.value > 1:
@@ -161,9 +173,8 @@ def main(argv) -> None:
     tf.config.set_visible_devices([], "GPU")
     _start_distributed(jax)
     config = _CONFIG.value
-    workdir = _WORKDIR.value or default_workdir(
-        config_flags.get_config_filename(flags.FLAGS["config"]), config.corpus
-    )
+    config_file = config_flags.get_config_filename(flags.FLAGS["config"])
+    workdir = _WORKDIR.value or default_workdir(config_file, config.corpus)
     log.info(
         "process %d/%d, %d %s devices (%s backend); workdir %s",
         jax.process_index(),
@@ -185,7 +196,13 @@ def main(argv) -> None:
     except loop.Preempted as e:
         print(str(e), file=sys.stderr)
         sys.exit(0)
-    except (CorpusNotPrepared, loop.TrainingDiverged) as e:
+    except CorpusNotPrepared as e:
+        _fail(
+            jax,
+            f"{e}, or try the embedded demo corpus: python -m cpcjax.main "
+            f"--config={on_demo_corpus(config_file)}",
+        )
+    except loop.TrainingDiverged as e:
         _fail(jax, str(e))
     except Exception as e:
         if jax.process_count() == 1:

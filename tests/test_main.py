@@ -94,7 +94,10 @@ def test_an_unprepared_corpus_fails_in_one_clear_line(tmp_path, data_dir, run_ma
     last = proc.stderr.strip().splitlines()[-1]
     assert "'iemocap' is not prepared" in last
     assert "python -m cpcjax.prepare iemocap --manual_dir=" in last
-    assert ":synthetic" in last
+    assert last.endswith(
+        "or try the embedded demo corpus: python -m cpcjax.main "
+        "--config=configs/pre_cpc.py:synthetic"
+    )
 
 
 def test_the_command_as_users_write_it_defaults_the_workdir(tmp_path, run_main):
@@ -226,3 +229,13 @@ def test_bad_values_fail_naming_the_field(tiny_config):
         tiny_config("pre_cpc", finetune__encoder_lr_scale=-0.1)
     with pytest.raises(config_lib.ConfigError, match=r"finetune\.freeze_steps"):
         tiny_config("pre_cpc", finetune__freeze_steps=-1)
+
+
+def test_the_demo_corpus_hint_names_a_shipped_config_by_name():
+    from cpcjax import configs
+    from cpcjax.main import on_demo_corpus
+
+    shipped = os.path.join(configs.DIRECTORY, "pre_cpc.py")
+    assert on_demo_corpus(shipped) == "pre_cpc:synthetic"
+    assert on_demo_corpus("configs/sup.py") == "configs/sup.py:synthetic"
+    assert on_demo_corpus("/home/me/my_cfg.py") == "/home/me/my_cfg.py:synthetic"

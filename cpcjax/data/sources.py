@@ -112,7 +112,7 @@ def _not_prepared(corpus: str, root: str, **options) -> CorpusNotPrepared:
     return CorpusNotPrepared(
         f"corpus {corpus!r} is not prepared in {root}: prepare it once{how} with "
         f"`{_hint(corpus, **options)}` (add --data_dir={root} if that is not the "
-        f"default), or run a config with :synthetic"
+        f"default)"
     )
 
 
