@@ -82,18 +82,6 @@ def default_workdir(config_file: str, corpus: str) -> str:
     return os.path.join("runs", f"{name}_{corpus}")
 
 
-def on_demo_corpus(config_file: str) -> str:
-    """The `--config` value that runs `config_file` on the embedded demo corpus:
-    a shipped config by its name, any other by its path as given."""
-    from cpcjax import configs
-
-    name = os.path.splitext(os.path.basename(config_file))[0]
-    shipped = os.path.dirname(os.path.abspath(config_file)) == os.path.abspath(
-        configs.DIRECTORY
-    )
-    return f"{name if shipped else config_file}:synthetic"
-
-
 def _start_distributed(jax) -> None:
     """Joins the processes of a multi-host run before JAX touches a device."""
     if _COORDINATOR.value and _NUM_PROCESSES.value > 1:
@@ -165,7 +153,7 @@ def main(argv) -> None:
     tf = logs.import_tensorflow()
     import jax
 
-    from cpcjax import experiment, report
+    from cpcjax import configs, experiment, report
     from cpcjax.data.sources import CorpusNotPrepared
     from cpcjax.train import loop
 
@@ -200,7 +188,7 @@ def main(argv) -> None:
         _fail(
             jax,
             f"{e}, or try the embedded demo corpus: python -m cpcjax.main "
-            f"--config={on_demo_corpus(config_file)}",
+            f"--config={configs.on_demo_corpus(config_file)}",
         )
     except loop.TrainingDiverged as e:
         _fail(jax, str(e))

@@ -233,9 +233,10 @@ def test_bad_values_fail_naming_the_field(tiny_config):
 
 def test_the_demo_corpus_hint_names_a_shipped_config_by_name():
     from cpcjax import configs
-    from cpcjax.main import on_demo_corpus
 
     shipped = os.path.join(configs.DIRECTORY, "pre_cpc.py")
-    assert on_demo_corpus(shipped) == "pre_cpc:synthetic"
-    assert on_demo_corpus("configs/sup.py") == "configs/sup.py:synthetic"
-    assert on_demo_corpus("/home/me/my_cfg.py") == "/home/me/my_cfg.py:synthetic"
+    assert configs.on_demo_corpus(shipped) == "pre_cpc:synthetic"
+    assert configs.on_demo_corpus("configs/sup.py") == "configs/sup.py:synthetic"
+    assert (
+        configs.on_demo_corpus("/home/me/my_cfg.py") == "/home/me/my_cfg.py:synthetic"
+    )

@@ -196,8 +196,11 @@ def test_the_encoder_is_held_still_then_trained_at_its_own_rate():
         tiny_config(**{"finetune.freeze_cpc": True}).finetune, ("encoder", "context")
     )
     assert set(frozen.init(params).inner_states) == {"train", "frozen"}
-    # The defaults keep plain Adam: the optimizer state of earlier checkpoints.
-    plain = state_lib.optimizer(tiny_config().finetune, ("encoder", "context"))
+    # One rate for all, as the paper-size configs have it, keeps plain Adam:
+    # the optimizer state of earlier checkpoints.
+    one_rate = tiny_config(**{"finetune.encoder_lr_scale": 1.0})
+    assert config_lib.load("pre_cpc").finetune.encoder_lr_scale == 1.0
+    plain = state_lib.optimizer(one_rate.finetune, ("encoder", "context"))
     assert jax.tree.structure(plain.init(params)) == jax.tree.structure(
         state_lib.optimizer(tiny_config().pretrain).init(params)
     )
