@@ -220,6 +220,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(isinstance(c.seeds, int) and c.seeds >= 1, "seeds", "must be an int >= 1")
     need(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
     need(c.audio_cache_gib >= 0, "audio_cache_gib", "must be >= 0 (0: no cache)")
+    need(
+        isinstance(c.concurrent_runs, int) and c.concurrent_runs >= 0,
+        "concurrent_runs",
+        "must be an int >= 0 (0: 2 on a CPU backend, else 1)",
+    )
     need(c.model.norm in NORMS, "model.norm", f"must be one of {NORMS}")
     _validate_cpc_variants(c, need)
     for stage in ("pretrain", "finetune"):

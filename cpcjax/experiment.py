@@ -9,9 +9,10 @@ last checkpoint.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import ml_collections
@@ -37,6 +38,71 @@ def _program_key(config) -> str:
         sort_keys=True,
         default=str,
     )
+
+
+def concurrent_runs(config) -> int:
+    """How many independent stages this process trains at once (`concurrent_runs`)."""
+    if jax.process_count() > 1:
+        return 1
+    if config.concurrent_runs:
+        return config.concurrent_runs
+    return 2 if jax.default_backend() == "cpu" else 1
+
+
+class Stages:
+    """Independent stages, `workers` at a time on threads; with one worker, each
+    in the calling thread as it is submitted.
+
+    A stage's numbers do not depend on what runs beside it: each has its own
+    state, batches and keys, and XLA computes a program alike whatever else
+    runs. Leaving the block on an exception cancels the stages not yet
+    started; on Ctrl-C the ones in flight also save a checkpoint and stop.
+    """
+
+    def __init__(self, workers: int):
+        self.pool = None
+        if workers > 1:
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                workers, thread_name_prefix="cpcjax-stage"
+            )
+        self.futures: list[concurrent.futures.Future] = []
+
+    def submit(self, fn: Callable, *args) -> concurrent.futures.Future:
+        if self.pool is None:
+            done = concurrent.futures.Future()
+            done.set_result(fn(*args))
+            return done
+        future = self.pool.submit(fn, *args)
+        self.futures.append(future)
+        return future
+
+    def results(self, futures: Sequence[concurrent.futures.Future]) -> list:
+        """Their results in order; the first stage to fail raises at once."""
+        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        for f in futures:
+            if f.done() and not f.cancelled() and f.exception() is not None:
+                f.result()
+        return [f.result() for f in futures]
+
+    def __enter__(self) -> Stages:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.pool is None:
+            return
+        if exc_type is not None:
+            for f in self.futures:
+                f.cancel()
+            if not issubclass(exc_type, Exception):  # Ctrl-C
+                loop.STOP.set()
+            running = sum(f.running() for f in self.futures)
+            if running:
+                log.warning(
+                    "%s: the %d stage(s) in flight finish before it is raised",
+                    exc_type.__name__,
+                    running,
+                )
+        self.pool.shutdown(wait=True)
 
 
 def pretrain_stage(
@@ -237,7 +303,6 @@ def run_method(
             workdir_lib.pretrain_dir(workdir),
             f"{label} pretrain",
         )
-    runs, cpc_checkpoints = [], {}
     folds = protocols.folds(
         emo,
         config.corpus,
@@ -246,41 +311,61 @@ def run_method(
         config.seed,
         config.finetune.dev_split,
     )
-    for fold, split in folds.items():
+
+    def fold_pretraining(fold, split) -> str:
+        # Labels unused; the test session's audio stays out of pretraining too.
+        audio = emo.subset(np.concatenate([split["train"], split["dev"]]))
+        return pretrain_stage(
+            config,
+            prog,
+            mesh,
+            audio,
+            workdir_lib.pretrain_dir(workdir, fold),
+            f"{label} pretrain fold{fold}",
+        )
+
+    def one_run(fold, split, s: int) -> dict:
+        return finetune_run(
+            config,
+            prog,
+            mesh,
+            emo,
+            split,
+            fold,
+            s,
+            workdir_lib.run_dir(workdir, fold, s),
+            pretrained[fold].result() if own_audio else cpc_checkpoint,
+            f"{label} fold{fold} seed{s}",
+        )
+
+    keys = [(fold, s) for fold in folds for s in range(config.seeds)]
+    with Stages(concurrent_runs(config)) as stages:
+        # Every CPC stage is queued before the runs that wait for it.
+        pretrained = {}
         if own_audio:
-            # Labels unused; the test session's audio stays out of pretraining too.
-            audio = emo.subset(np.concatenate([split["train"], split["dev"]]))
-            cpc_checkpoint = pretrain_stage(
-                config,
-                prog,
-                mesh,
-                audio,
-                workdir_lib.pretrain_dir(workdir, fold),
-                f"{label} pretrain fold{fold}",
-            )
-        cpc_checkpoints[fold] = cpc_checkpoint
-        for s in range(config.seeds):
-            result = finetune_run(
-                config,
-                prog,
-                mesh,
-                emo,
-                split,
-                fold,
-                s,
-                workdir_lib.run_dir(workdir, fold, s),
-                cpc_checkpoint,
-                f"{label} fold{fold} seed{s}",
-            )
-            runs.append(
-                {
-                    "fold": fold,
-                    "seed": s,
-                    "result": result,
-                    "preds": np.asarray(result["test"]["preds"]),
-                    "targets": np.asarray(result["test"]["targets"]),
-                }
-            )
+            pretrained = {
+                fold: stages.submit(fold_pretraining, fold, split)
+                for fold, split in folds.items()
+            }
+        results = stages.results(
+            [stages.submit(one_run, fold, folds[fold], s) for fold, s in keys]
+        )
+    cpc_checkpoints = {
+        fold: pretrained[fold].result() if own_audio else cpc_checkpoint
+        for fold in folds
+    }
+    if own_audio and folds:
+        cpc_checkpoint = cpc_checkpoints[list(folds)[-1]]
+    runs = [
+        {
+            "fold": fold,
+            "seed": s,
+            "result": result,
+            "preds": np.asarray(result["test"]["preds"]),
+            "targets": np.asarray(result["test"]["targets"]),
+        }
+        for (fold, s), result in zip(keys, results)
+    ]
     probe_ccc, tsne = None, None
     if cpc_checkpoint is not None and config.analysis.probe:
         try:

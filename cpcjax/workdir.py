@@ -48,6 +48,7 @@ RESIZABLE = (
     "seeds",
     "folds",
     "data_dir",
+    "concurrent_runs",
     "pretrain.num_steps",
     "pretrain.checkpoint_every",
     "pretrain.log_every",

@@ -229,6 +229,8 @@ def test_bad_values_fail_naming_the_field(tiny_config):
         tiny_config("pre_cpc", finetune__encoder_lr_scale=-0.1)
     with pytest.raises(config_lib.ConfigError, match=r"finetune\.freeze_steps"):
         tiny_config("pre_cpc", finetune__freeze_steps=-1)
+    with pytest.raises(config_lib.ConfigError, match=r"config\.concurrent_runs.*-1"):
+        tiny_config("sup", concurrent_runs=-1)
 
 
 def test_the_demo_corpus_hint_names_a_shipped_config_by_name():

@@ -5,17 +5,19 @@ import io
 import json
 import logging
 import sys
+import threading
+import time
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY_RUN
+from conftest import TINY_RUN, TINY_SYNTHETIC
 
 from cpcjax import config as config_lib
 from cpcjax import experiment
-from cpcjax.data import pipeline, protocols
+from cpcjax.data import pipeline, protocols, sources
 from cpcjax.train import checkpoint, loop, sharding, steps
 from cpcjax.train import state as state_lib
 
@@ -334,17 +336,17 @@ def _toy_step(state, batch, rng):
     return state, {"loss": 1.0 / state.step}
 
 
-def _toy_train(workdir, num_steps=12, every=5):
+def _toy_train(workdir, num_steps=12, every=5, checkpoint_every=100, step_fn=_toy_step):
     state = _Toy(step=jnp.zeros((), jnp.int32), params={"w": jnp.zeros(2)})
     return loop.train(
         name="toy",
         workdir=str(workdir),
         state=state,
-        step_fn=_toy_step,
+        step_fn=step_fn,
         batches=lambda step: {"wav": np.zeros((8, 4), np.float32)},
         mesh=sharding.make_mesh(),
         num_steps=num_steps,
-        checkpoint_every=100,
+        checkpoint_every=checkpoint_every,
         log_every=1,
         rng=jax.random.key(0),
         selection=loop.Selection(
@@ -442,6 +444,138 @@ def test_the_toy_loop_resumes_and_writes_every_row_once(tmp_path):
         (12, pytest.approx(1.2)),
     ]
     np.testing.assert_array_equal(np.asarray(again.params["w"]), [12.0, 12.0])
+
+
+def test_stages_on_threads_each_checkpoint_and_select_as_alone(tmp_path):
+    # Orbax numbers every save of a process from one counter; saves started
+    # at once from several threads, without turns, lose files.
+    with experiment.Stages(3) as stages:
+        futures = [
+            stages.submit(_toy_train, tmp_path / f"r{i}", 12, 2, 1) for i in range(6)
+        ]
+        states = stages.results(futures)
+    for i, state in enumerate(states):
+        run = tmp_path / f"r{i}"
+        assert int(state.step) == 12
+        ckpts = checkpoint.Checkpoints(str(run / "checkpoints"))
+        assert ckpts.latest_step() == 12
+        ckpts.close()
+        assert checkpoint.read_best(str(run)) == {"step": 12, "value": 0.1 * 12}
+        best = checkpoint.restore_best_params(str(run), state.params)
+        np.testing.assert_array_equal(np.asarray(best["w"]), [12.0, 12.0])
+        steps_logged = [r["step"] for r in _lines(run / "metrics.jsonl") if "loss" in r]
+        assert steps_logged == list(range(1, 13))
+
+
+def test_a_failing_stage_raises_at_once_and_the_queued_ones_never_start(
+    cpcjax_log,
+):
+    started = []
+    running = threading.Event()
+
+    def stage(i):
+        started.append(i)
+        if i == 0:
+            running.wait(5)
+            raise ValueError("stage 0 failed")
+        running.set()
+        time.sleep(0.5)  # in flight when stage 0 fails
+        return i
+
+    with (
+        pytest.raises(ValueError, match="stage 0 failed"),
+        experiment.Stages(2) as stages,
+    ):
+        stages.results([stages.submit(stage, i) for i in range(6)])
+    # Stage 2 may start on the freed thread before it is cancelled; 3-5 never.
+    assert {0, 1} <= set(started) <= {0, 1, 2}
+    in_flight = len(started) - 1
+    assert (
+        f"ValueError: the {in_flight} stage(s) in flight finish before it is raised"
+        in cpcjax_log
+    )
+    # One worker: each stage runs as it is submitted, and raises there.
+    before = list(started)
+    with (
+        pytest.raises(ValueError, match="stage 0 failed"),
+        experiment.Stages(1) as stages,
+    ):
+        stages.submit(stage, 0)
+        stages.submit(stage, 1)
+    assert started == [*before, 0]
+
+
+def test_ctrl_c_saves_the_stages_in_flight_and_stops_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "STOP", threading.Event())
+    stepped = threading.Semaphore(0)
+
+    def slow_step(state, batch, rng):
+        time.sleep(0.01)
+        stepped.release()
+        return _toy_step(state, batch, rng)
+
+    futures = []
+    with pytest.raises(KeyboardInterrupt), experiment.Stages(2) as stages:
+        for i in range(3):
+            futures.append(
+                stages.submit(
+                    _toy_train, tmp_path / f"r{i}", 10_000, 100, 100, slow_step
+                )
+            )
+        for _ in range(10):
+            stepped.acquire()
+        raise KeyboardInterrupt
+    assert loop.STOP.is_set()
+    for i, future in enumerate(futures[:2]):
+        assert isinstance(future.exception(), loop.Preempted)
+        ckpts = checkpoint.Checkpoints(str(tmp_path / f"r{i}" / "checkpoints"))
+        assert 0 < ckpts.latest_step() < 10_000
+        ckpts.close()
+    assert futures[2].cancelled()
+
+
+def test_two_stages_at_once_on_a_cpu_one_where_processes_must_agree(monkeypatch):
+    c = tiny_config("sup")
+    assert jax.default_backend() == "cpu" and experiment.concurrent_runs(c) == 2
+    c.concurrent_runs = 3
+    assert experiment.concurrent_runs(c) == 3
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    assert experiment.concurrent_runs(c) == 1
+
+
+def test_runs_on_threads_give_what_they_give_one_at_a_time(tmp_path):
+    """miniCPC's CPC stage of each fold, then the fine-tuning of each, two at a time."""
+    c = tiny_config(
+        "mini_cpc",
+        **{
+            **TINY_SYNTHETIC,
+            "folds": (1, 2),
+            "seeds": 1,
+            "pretrain.num_steps": 2,
+            "finetune.num_steps": 2,
+            "data_dir": str(tmp_path / "data"),
+            "analysis.probe": False,
+            "analysis.plots": False,
+        },
+    )
+    emo = sources.emotion_corpus(c)
+    programs, rows = {}, {}  # the second pass runs the programs the first compiled
+    for workers in (1, 2):
+        c.concurrent_runs = workers
+        rows[workers] = experiment.run_method(
+            c, str(tmp_path / f"w{workers}"), emo, programs
+        )
+    assert rows[2]["ccc"] == rows[1]["ccc"]
+    for fold in (1, 2):
+        stage = ("pretrain", f"fold{fold}", "metrics.jsonl")
+        assert _lines(tmp_path.joinpath("w2", *stage)) == _lines(
+            tmp_path.joinpath("w1", *stage)
+        )
+        run = ("finetune", f"fold{fold}", "seed0", "result.json")
+        one, two = (
+            json.loads(tmp_path.joinpath(f"w{w}", *run).read_text()) for w in (1, 2)
+        )
+        assert two["test"]["preds"] == one["test"]["preds"]
 
 
 def test_init_from_an_earlier_cpc_stage_skips_pretraining_and_takes_its_model(

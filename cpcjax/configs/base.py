@@ -90,6 +90,13 @@ def get_config(corpus: str = "iemocap") -> ml_collections.ConfigDict:
     # [ours] Decoded audio kept in host memory once read, per corpus and
     # process (IEMOCAP's 12 h take 1.4 GiB); 0 reads every record each time.
     c.audio_cache_gib = 2.0
+    # [ours] Independent stages (the fine-tuning runs of every fold and seed,
+    # the per-fold CPC stages) one process trains at once, on threads. Each
+    # gives the same numbers as alone; a small model leaves CPU cores idle
+    # between its ops, which a second run fills. 0 = 2 on a CPU backend with
+    # one process, else 1 (a multi-process run issues its programs in one
+    # order on every process, so it always runs 1).
+    c.concurrent_runs = 0
 
     m = c.model = ml_collections.ConfigDict()
     m.channels = 512

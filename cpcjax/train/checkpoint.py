@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import jax
 import orbax.checkpoint as ocp
@@ -11,6 +12,11 @@ from cpcjax import paths
 from cpcjax import workdir as workdir_lib
 
 ITEM = "state"
+# Orbax numbers each save and restore from one counter per process, and a
+# save's background threads find their signals by that number: stages that
+# run on threads of one process (`experiment.Stages`) take turns to start
+# theirs. Waiting for a save to finish needs no turn.
+_ORBAX = threading.RLock()
 
 
 def _abstract(tree):
@@ -39,20 +45,22 @@ class Checkpoints:
 
     def __init__(self, directory: str, keep: int = 3):
         self.directory = paths.resolve(directory)
-        self.manager = _Manager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, enable_async_checkpointing=True, create=True
-            ),
-        )
+        with _ORBAX:
+            self.manager = _Manager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=keep, enable_async_checkpointing=True, create=True
+                ),
+            )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state) -> None:
-        self.manager.save(
-            step, args=ocp.args.Composite(**{ITEM: ocp.args.PyTreeSave(state)})
-        )
+        with _ORBAX:
+            self.manager.save(
+                step, args=ocp.args.Composite(**{ITEM: ocp.args.PyTreeSave(state)})
+            )
 
     def restore(self, step: int, like):
         """Restores the state saved at `step` into the structure/shardings of `like`.
@@ -61,26 +69,24 @@ class Checkpoints:
         written on one device count restores on another.
         """
         abstract = _abstract(like)
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                **{
-                    ITEM: ocp.args.PyTreeRestore(
-                        item=abstract,
-                        restore_args=ocp.checkpoint_utils.construct_restore_args(
-                            abstract
-                        ),
-                    )
-                }
-            ),
+        args = ocp.args.PyTreeRestore(
+            item=abstract,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
         )
+        self.wait()
+        with _ORBAX:
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(**{ITEM: args})
+            )
         return restored[ITEM]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.close()
+        self.wait()
+        with _ORBAX:
+            self.manager.close()
 
 
 def restore_params(
@@ -100,28 +106,29 @@ def restore_params(
     Returns:
       `params_like` with the sub-trees under `keys` replaced by the checkpoint's.
     """
-    manager = ocp.CheckpointManager(
-        paths.resolve(directory),
-        item_handlers={ITEM: ocp.PyTreeCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(read_only=True),
-    )
-    step = manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {directory} to take {keys} from")
-    item = {"params": {k: _abstract(params_like[k]) for k in keys}}
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            **{
-                ITEM: ocp.args.PyTreeRestore(
-                    item=item,
-                    restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-                    partial_restore=True,
-                )
-            }
-        ),
-    )
-    manager.close()
+    with _ORBAX:
+        manager = ocp.CheckpointManager(
+            paths.resolve(directory),
+            item_handlers={ITEM: ocp.PyTreeCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(read_only=True),
+        )
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {directory} to take {keys} from")
+        item = {"params": {k: _abstract(params_like[k]) for k in keys}}
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    ITEM: ocp.args.PyTreeRestore(
+                        item=item,
+                        restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                        partial_restore=True,
+                    )
+                }
+            ),
+        )
+        manager.close()
     return {**params_like, **restored[ITEM]["params"]}
 
 

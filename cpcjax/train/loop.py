@@ -299,7 +299,7 @@ class _Progress:
         """A context in which cpcjax's log lines print above the bar, not through it."""
         if self.bar.disable:
             return contextlib.nullcontext()
-        return tqdm_logging.logging_redirect_tqdm([logging.getLogger("cpcjax")])
+        return _logs_above_bars()
 
     def show(self, **fields: float) -> None:
         """Sets values shown beside the step count (the loss, a dev score)."""
@@ -343,6 +343,30 @@ class _Progress:
         if self.plain and self.mark is not None and self.done > self.mark[0]:
             self._line(_now())
         self.plain = False  # a second close prints nothing
+
+
+# The bars open at once (stages run concurrently) share one redirect of the
+# log lines: the first to open installs it, the last to close removes it.
+_redirect_lock = threading.Lock()
+_redirect: list = []  # [open bars, the redirect's context]
+
+
+@contextlib.contextmanager
+def _logs_above_bars():
+    with _redirect_lock:
+        if not _redirect:
+            ctx = tqdm_logging.logging_redirect_tqdm([logging.getLogger("cpcjax")])
+            ctx.__enter__()
+            _redirect[:] = [0, ctx]
+        _redirect[0] += 1
+    try:
+        yield
+    finally:
+        with _redirect_lock:
+            _redirect[0] -= 1
+            if not _redirect[0]:
+                _redirect.pop().__exit__(None, None, None)
+                _redirect.clear()
 
 
 class _Stage:
