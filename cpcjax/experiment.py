@@ -69,11 +69,16 @@ class Stages:
 
     def submit(self, fn: Callable, *args) -> concurrent.futures.Future:
         if self.pool is None:
-            done = concurrent.futures.Future()
-            done.set_result(fn(*args))
-            return done
+            return self.done(fn(*args))
         future = self.pool.submit(fn, *args)
         self.futures.append(future)
+        return future
+
+    @staticmethod
+    def done(value) -> concurrent.futures.Future:
+        """A future that holds `value` already."""
+        future = concurrent.futures.Future()
+        future.set_result(value)
         return future
 
     def results(self, futures: Sequence[concurrent.futures.Future]) -> list:
@@ -258,9 +263,32 @@ def finetune_run(
 
 
 def run_method(
-    config, workdir: str, emo: pipeline.Utterances, programs: dict | None = None
+    config,
+    workdir: str,
+    emo: pipeline.Utterances,
+    programs: dict | None = None,
+    stages: Stages | None = None,
 ) -> dict:
     """All stages of one method on the emotion corpus `emo`; returns its report row."""
+    if stages is None:
+        with Stages(concurrent_runs(config)) as stages:
+            return submit_method(config, workdir, emo, programs, stages)()
+    return submit_method(config, workdir, emo, programs, stages)()
+
+
+def submit_method(
+    config,
+    workdir: str,
+    emo: pipeline.Utterances,
+    programs: dict | None,
+    stages: Stages,
+) -> Callable[[], dict]:
+    """Submits the training stages of one method to `stages`.
+
+    Returns:
+      `finish`: waits for them, then probes, plots and returns the report row.
+      The next method's stages may train meanwhile.
+    """
     programs = {} if programs is None else programs
     sharding.main_process_first(
         lambda: workdir_lib.claim(config, workdir, write=jax.process_index() == 0),
@@ -283,26 +311,6 @@ def run_method(
         config.pretrain.corpus == config_lib.OWN_AUDIO and not config.pretrain.init_from
     )
     init = config.finetune.init_from
-
-    # The encoder and context network fine-tuning starts from, if any.
-    cpc_checkpoint = None
-    if config.pretrain.init_from:
-        cpc_checkpoint = cpc_source(config.pretrain.init_from)[1]
-        log.info("%s: no pretraining, starting from %s", label, cpc_checkpoint)
-    elif init not in ("", config_lib.FROM_PRETRAINING):
-        cpc_checkpoint = paths.resolve(init)
-    elif init == config_lib.FROM_PRETRAINING and not own_audio:
-        unlabeled = sharding.main_process_first(
-            lambda: sources.unlabeled_corpus(config), "unlabeled corpus"
-        )
-        cpc_checkpoint = pretrain_stage(
-            config,
-            prog,
-            mesh,
-            unlabeled,
-            workdir_lib.pretrain_dir(workdir),
-            f"{label} pretrain",
-        )
     folds = protocols.folds(
         emo,
         config.corpus,
@@ -312,93 +320,110 @@ def run_method(
         config.finetune.dev_split,
     )
 
-    def fold_pretraining(fold, split) -> str:
-        # Labels unused; the test session's audio stays out of pretraining too.
-        audio = emo.subset(np.concatenate([split["train"], split["dev"]]))
-        return pretrain_stage(
+    # The encoder and context network each fold's fine-tuning starts from, if
+    # any; every CPC stage is queued before the runs that wait for it.
+    cpc_checkpoints = dict.fromkeys(folds, stages.done(None))
+    if config.pretrain.init_from:
+        ckpt_dir = cpc_source(config.pretrain.init_from)[1]
+        log.info("%s: no pretraining, starting from %s", label, ckpt_dir)
+        cpc_checkpoints = dict.fromkeys(folds, stages.done(ckpt_dir))
+    elif init not in ("", config_lib.FROM_PRETRAINING):
+        cpc_checkpoints = dict.fromkeys(folds, stages.done(paths.resolve(init)))
+    elif init == config_lib.FROM_PRETRAINING and not own_audio:
+        unlabeled = sharding.main_process_first(
+            lambda: sources.unlabeled_corpus(config), "unlabeled corpus"
+        )
+        one = stages.submit(
+            pretrain_stage,
             config,
             prog,
             mesh,
-            audio,
-            workdir_lib.pretrain_dir(workdir, fold),
-            f"{label} pretrain fold{fold}",
+            unlabeled,
+            workdir_lib.pretrain_dir(workdir),
+            f"{label} pretrain",
         )
+        cpc_checkpoints = dict.fromkeys(folds, one)
+    elif own_audio:
+        for fold, split in folds.items():
+            # Labels unused; the test session's audio stays out of pretraining too.
+            audio = emo.subset(np.concatenate([split["train"], split["dev"]]))
+            cpc_checkpoints[fold] = stages.submit(
+                pretrain_stage,
+                config,
+                prog,
+                mesh,
+                audio,
+                workdir_lib.pretrain_dir(workdir, fold),
+                f"{label} pretrain fold{fold}",
+            )
 
-    def one_run(fold, split, s: int) -> dict:
+    def one_run(fold, s: int) -> dict:
         return finetune_run(
             config,
             prog,
             mesh,
             emo,
-            split,
+            folds[fold],
             fold,
             s,
             workdir_lib.run_dir(workdir, fold, s),
-            pretrained[fold].result() if own_audio else cpc_checkpoint,
+            cpc_checkpoints[fold].result(),
             f"{label} fold{fold} seed{s}",
         )
 
     keys = [(fold, s) for fold in folds for s in range(config.seeds)]
-    with Stages(concurrent_runs(config)) as stages:
-        # Every CPC stage is queued before the runs that wait for it.
-        pretrained = {}
-        if own_audio:
-            pretrained = {
-                fold: stages.submit(fold_pretraining, fold, split)
-                for fold, split in folds.items()
+    futures = [stages.submit(one_run, fold, s) for fold, s in keys]
+
+    def finish() -> dict:
+        results = stages.results(futures)
+        checkpoints = {fold: c.result() for fold, c in cpc_checkpoints.items()}
+        runs = [
+            {
+                "fold": fold,
+                "seed": s,
+                "result": result,
+                "preds": np.asarray(result["test"]["preds"]),
+                "targets": np.asarray(result["test"]["targets"]),
             }
-        results = stages.results(
-            [stages.submit(one_run, fold, folds[fold], s) for fold, s in keys]
-        )
-    cpc_checkpoints = {
-        fold: pretrained[fold].result() if own_audio else cpc_checkpoint
-        for fold in folds
-    }
-    if own_audio and folds:
-        cpc_checkpoint = cpc_checkpoints[list(folds)[-1]]
-    runs = [
-        {
-            "fold": fold,
-            "seed": s,
-            "result": result,
-            "preds": np.asarray(result["test"]["preds"]),
-            "targets": np.asarray(result["test"]["targets"]),
-        }
-        for (fold, s), result in zip(keys, results)
-    ]
-    probe_ccc, tsne = None, None
-    if cpc_checkpoint is not None and config.analysis.probe:
-        try:
-            probe_ccc, embeddings = probe.fold_probe(
-                config, emo, folds, cpc_checkpoints, mesh
-            )
-        except ValueError as e:  # e.g. too few training utterances for a probe
-            log.warning("%s: no linear probe or t-SNE: %s", label, e)
-        else:
-            log.info(
-                "%s: linear probe of CPC features, CCC %s",
+            for (fold, s), result in zip(keys, results)
+        ]
+        probe_ccc, tsne = None, None
+        if any(checkpoints.values()) and config.analysis.probe:
+            try:
+                probe_ccc, embeddings = probe.fold_probe(
+                    config, emo, folds, checkpoints, mesh
+                )
+            except ValueError as e:  # e.g. too few training utterances for a probe
+                log.warning("%s: no linear probe or t-SNE: %s", label, e)
+            else:
+                log.info(
+                    "%s: linear probe of CPC features, CCC %s",
+                    label,
+                    " ".join(f"{k} {v:.3f}" for k, v in probe_ccc.items()),
+                )
+                names = sources.category_names(config)
+                tsne = plots.TsneInput(
+                    embeddings, emo.categories, names, emo.labels[:, 0]
+                )
+        if config.analysis.plots and jax.process_index() == 0:
+            plots.method_figures(
+                workdir,
                 label,
-                " ".join(f"{k} {v:.3f}" for k, v in probe_ccc.items()),
+                [r["result"] for r in runs if r["seed"] == 0],
+                tsne,
+                seed=config.seed,
             )
-            names = sources.category_names(config)
-            tsne = plots.TsneInput(embeddings, emo.categories, names, emo.labels[:, 0])
-    if config.analysis.plots and jax.process_index() == 0:
-        plots.method_figures(
-            workdir,
-            label,
-            [r["result"] for r in runs if r["seed"] == 0],
-            tsne,
-            seed=config.seed,
+        return report.method_row(
+            config.method,
+            runs,
+            workdir_lib.config_hash(config),
+            probe_ccc,
+            # Each fold's CPC stage (or the one of all folds) takes config.seed
+            # only: the seeds vary fine-tuning.
+            pretrained_once=config.finetune.init_from != "" and config.seeds > 1,
         )
-    return report.method_row(
-        config.method,
-        runs,
-        workdir_lib.config_hash(config),
-        probe_ccc,
-        # Each fold's CPC stage (or the one of all folds) takes config.seed
-        # only: the seeds vary fine-tuning.
-        pretrained_once=config.finetune.init_from != "" and config.seeds > 1,
-    )
+
+    return finish
 
 
 def cpc_source(directory: str):
@@ -474,12 +499,18 @@ def run(
         lambda: sources.emotion_corpus(config), "emotion corpus"
     )
     programs: dict = {}
-    rows = []
-    for c in method_configs:
-        method_dir = workdir_lib.method_dir(
-            workdir, c.method if "methods" in config else None
-        )
-        rows.append(run_method(c, method_dir, emo, programs))
+    rows, pending = [], []
+    # With several workers, the next method's stages train while the main
+    # thread probes and plots the one before; with one, each method in turn.
+    with Stages(concurrent_runs(config)) as stages:
+        for c in method_configs:
+            method_dir = workdir_lib.method_dir(
+                workdir, c.method if "methods" in config else None
+            )
+            pending.append(submit_method(c, method_dir, emo, programs, stages))
+            if stages.pool is None:
+                rows.append(pending.pop()())
+        rows += [finish() for finish in pending]
     return report.write(
         workdir,
         config.corpus,
