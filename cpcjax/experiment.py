@@ -98,14 +98,18 @@ class Stages:
         if exc_type is not None:
             for f in self.futures:
                 f.cancel()
-            if not issubclass(exc_type, Exception):  # Ctrl-C
+            interrupted = not issubclass(exc_type, Exception)  # Ctrl-C
+            if interrupted:
                 loop.STOP.set()
             running = sum(f.running() for f in self.futures)
             if running:
                 log.warning(
-                    "%s: the %d stage(s) in flight finish before it is raised",
+                    "%s: the %d stage(s) in flight %s",
                     exc_type.__name__,
                     running,
+                    "save a checkpoint after their step and stop"
+                    if interrupted
+                    else "finish before it is raised",
                 )
         self.pool.shutdown(wait=True)
 

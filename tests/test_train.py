@@ -505,7 +505,9 @@ def test_a_failing_stage_raises_at_once_and_the_queued_ones_never_start(
     assert started == [*before, 0]
 
 
-def test_ctrl_c_saves_the_stages_in_flight_and_stops_them(tmp_path, monkeypatch):
+def test_ctrl_c_saves_the_stages_in_flight_and_stops_them(
+    tmp_path, monkeypatch, cpcjax_log
+):
     monkeypatch.setattr(loop, "STOP", threading.Event())
     stepped = threading.Semaphore(0)
 
@@ -526,6 +528,10 @@ def test_ctrl_c_saves_the_stages_in_flight_and_stops_them(tmp_path, monkeypatch)
             stepped.acquire()
         raise KeyboardInterrupt
     assert loop.STOP.is_set()
+    assert (
+        "KeyboardInterrupt: the 2 stage(s) in flight save a checkpoint after "
+        "their step and stop" in cpcjax_log
+    )
     for i, future in enumerate(futures[:2]):
         assert isinstance(future.exception(), loop.Preempted)
         ckpts = checkpoint.Checkpoints(str(tmp_path / f"r{i}" / "checkpoints"))
