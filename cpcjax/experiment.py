@@ -267,17 +267,11 @@ def finetune_run(
 
 
 def run_method(
-    config,
-    workdir: str,
-    emo: pipeline.Utterances,
-    programs: dict | None = None,
-    stages: Stages | None = None,
+    config, workdir: str, emo: pipeline.Utterances, programs: dict | None = None
 ) -> dict:
     """All stages of one method on the emotion corpus `emo`; returns its report row."""
-    if stages is None:
-        with Stages(concurrent_runs(config)) as stages:
-            return submit_method(config, workdir, emo, programs, stages)()
-    return submit_method(config, workdir, emo, programs, stages)()
+    with Stages(concurrent_runs(config)) as stages:
+        return submit_method(config, workdir, emo, programs, stages)()
 
 
 def submit_method(

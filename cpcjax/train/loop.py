@@ -365,8 +365,9 @@ def _logs_above_bars():
         with _redirect_lock:
             _redirect[0] -= 1
             if not _redirect[0]:
-                _redirect.pop().__exit__(None, None, None)
+                _, ctx = _redirect
                 _redirect.clear()
+                ctx.__exit__(None, None, None)
 
 
 class _Stage:
