@@ -30,6 +30,14 @@ CACHE_DIR_ENV = "CPCJAX_CACHE_DIR"
 COMPILATION_CACHE_ENV = "CPCJAX_COMPILATION_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "cpcjax", "jax")
 CACHE_MIN_COMPILE_SECONDS = 0.1
+# glibc's allocator (see `host_allocator`): mallopt parameter -> value.
+HOST_MALLOC_ENV = "CPCJAX_HOST_MALLOC"
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+HOST_MALLOC = {
+    "M_MMAP_THRESHOLD": (_M_MMAP_THRESHOLD, 1 << 30),
+    "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, 1 << 30),
+    "M_TOP_PAD": (_M_TOP_PAD, 64 << 20),
+}
 # Exceptions whose message is the whole story: printed as one `error:` line.
 USER_ERRORS: tuple[type[BaseException], ...] = ()
 COMMANDS = {
@@ -172,6 +180,45 @@ def compilation_cache(environ: dict | None = None) -> str | None:
     return directory
 
 
+def host_allocator(environ: dict | None = None) -> dict[str, int]:
+    """Keeps freed host memory for reuse; returns the mallopt settings made.
+
+    XLA on a CPU allocates each program's temporary buffers afresh on every
+    call. glibc serves blocks over its mmap threshold (at most 32 MiB by
+    default) with a fresh mmap, and returns freed memory at the top of its
+    heap to the system, so every step faulted its buffers in again page by
+    page: about a fifth of a CPU run's processor time went to the kernel. With blocks
+    up to 1 GiB served from the heap and kept there, a step reuses the pages
+    of the one before (docs/performance.md, "Host memory").
+
+    Nothing is changed where the C library is not glibc, where the user tuned
+    glibc's allocator already (MALLOC_* variables, GLIBC_TUNABLES), or with
+    CPCJAX_HOST_MALLOC=0.
+    """
+    environ = os.environ if environ is None else environ
+    if (
+        environ.get(HOST_MALLOC_ENV, "1").strip() == "0"
+        or any(k.startswith("MALLOC_") for k in environ)
+        or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")
+    ):
+        return {}
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return {}
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return {}
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return {
+        name: value
+        for name, (param, value) in HOST_MALLOC.items()
+        if mallopt(param, value) == 1
+    }
+
+
 def run(
     main: Callable[[list[str]], None],
     doc: str | None = None,
@@ -190,6 +237,7 @@ def run(
 
     def guarded(argv):
         logs.setup()
+        host_allocator()
         paths.configure_storage()
         compilation_cache()
         try:

@@ -20,13 +20,15 @@ def map_split(
         global "wav", "lengths" and "weights".
       utts: the split.
       buckets: bucket lengths in samples (doubled until the longest fits).
-      global_batch: utterances per call.
+      global_batch: utterances per call (fewer in a bucket's last calls:
+        `pipeline.eval_batches`).
       mesh: device mesh.
       width: columns of fn's output.
     """
     out = np.zeros((len(utts), width), np.float32)
-    rows = sharding.process_rows(global_batch)
-    for ids, local in pipeline.eval_batches(utts, buckets, global_batch, rows):
+    for ids, local in pipeline.eval_batches(
+        utts, buckets, global_batch, mesh.devices.size, sharding.process_rows
+    ):
         values = np.asarray(fn(sharding.to_global(local, mesh)))
         keep = ids >= 0
         out[ids[keep]] = values[keep]

@@ -197,9 +197,10 @@ def finetune_run(
         # Adam's moments are zeros of the params' shapes: no need to re-init.
         state = state.replace(params=params)
     dev = emo.subset(split["dev"])
+    dev_preds: dict[int, np.ndarray] = {}  # step -> this process' dev predictions
 
     def dev_ccc(st) -> dict[str, float]:
-        preds = evaluate.predict_split(
+        preds = dev_preds[int(st.step)] = evaluate.predict_split(
             programs.predict,
             st.params,
             dev,
@@ -231,25 +232,29 @@ def finetune_run(
     )
     # Model selection sees the dev split only; the test split is read once, here.
     params = checkpoint.restore_best_params(workdir, state.params) or state.params
+    best_step = checkpoint.read_best(workdir)["step"]
     result = {
         "fold": fold,
         "seed": seed_index,
-        "selected_step": checkpoint.read_best(workdir)["step"] or f.num_steps,
+        "selected_step": best_step or f.num_steps,
         "label_mean": label_mean.tolist(),
         "label_std": label_std.tolist(),
     }
     for split_name in ("dev", "test"):
         utts = emo.subset(split[split_name])
-        preds = evaluate.predict_split(
-            programs.predict,
-            params,
-            utts,
-            buckets,
-            f.eval_batch_size,
-            mesh,
-            label_mean,
-            label_std,
-        )
+        # The selected params' dev predictions, when this process made them.
+        preds = dev_preds.get(best_step) if split_name == "dev" else None
+        if preds is None:
+            preds = evaluate.predict_split(
+                programs.predict,
+                params,
+                utts,
+                buckets,
+                f.eval_batch_size,
+                mesh,
+                label_mean,
+                label_std,
+            )
         result[split_name] = {
             "ccc": evaluate.corpus_ccc(preds, utts.labels),
             "names": utts.names.tolist(),

@@ -303,7 +303,7 @@ def chunk_batches(
     """
     utts, batch = chunk_utterances(chunks, batch_size, mesh)
     for ids, local in pipeline.eval_batches(
-        utts, buckets, batch, sharding.process_rows(batch)
+        utts, buckets, batch, mesh.devices.size, sharding.process_rows
     ):
         yield ids, sharding.to_global(local, mesh)
 

@@ -97,16 +97,60 @@ def test_bucket_batches_pad_mask_and_standardise(labeled_utts):
     )
 
 
+def test_eval_batch_sizes_halve_down_to_an_eighth_on_whole_devices():
+    assert pipeline.eval_batch_sizes(32) == [32, 16, 8, 4]
+    assert pipeline.eval_batch_sizes(32, multiple=8) == [32, 16, 8]
+    assert pipeline.eval_batch_sizes(24, multiple=8) == [24]
+    assert pipeline.eval_batch_sizes(6) == [6, 3]
+
+
 def test_eval_batches_cover_every_utterance_once_whole(labeled_utts):
-    seen = []
-    for ids, batch in pipeline.eval_batches(labeled_utts, [16000], 8, slice(0, 8)):
-        assert batch["wav"].shape[0] == 8
+    seen, sizes = [], []
+    for ids, batch in pipeline.eval_batches(labeled_utts, [16000], 8):
+        sizes.append(batch["wav"].shape[0])
         for i, n, w in zip(ids, batch["lengths"], batch["weights"]):
             assert (w == 1) == (i >= 0)
             if i >= 0:
                 assert n == labeled_utts.lengths[i]
                 seen.append(i)
     assert sorted(seen) == list(range(len(labeled_utts)))
+    assert set(sizes) <= {8, 4, 2, 1}
+    # A bucket's last utterances fill smaller batches, not 8 rows of padding.
+    assert sum(sizes) == len(labeled_utts)
+    # At 32: batches of 32, 16, 8 and 4, so under 4 padding rows per bucket.
+    odd = labeled_utts.subset(np.arange(len(labeled_utts) - 1))
+    counts = np.bincount(
+        pipeline._bucket_of(odd.lengths, pipeline.eval_buckets(odd, [16000]))
+    )
+    padding = sum(
+        len(b["wav"]) - b["weights"].sum()
+        for _, b in pipeline.eval_batches(odd, [16000], 32)
+    )
+    assert padding == sum(-c % 4 for c in counts) > 0
+
+
+def test_eval_batches_give_each_process_its_rows_of_every_size(labeled_utts):
+    whole = list(pipeline.eval_batches(labeled_utts, [16000], 8, 2))
+    halves = [
+        list(
+            pipeline.eval_batches(
+                labeled_utts,
+                [16000],
+                8,
+                2,
+                lambda b, p=p: slice(p * b // 2, (p + 1) * b // 2),
+            )
+        )
+        for p in range(2)
+    ]
+    assert len(halves[0]) == len(halves[1]) == len(whole)
+    for (ids, batch), (ids0, b0), (ids1, b1) in zip(whole, *halves):
+        np.testing.assert_array_equal(ids0, ids)
+        np.testing.assert_array_equal(ids1, ids)
+        assert len(batch["wav"]) % 2 == 0
+        np.testing.assert_array_equal(
+            np.concatenate([b0["wav"], b1["wav"]]), batch["wav"]
+        )
 
 
 def test_leave_one_session_out_never_shares_sessions(labeled_utts):

@@ -16,7 +16,7 @@ import pytest
 from conftest import TINY_RUN, TINY_SYNTHETIC
 
 from cpcjax import config as config_lib
-from cpcjax import experiment
+from cpcjax import evaluate, experiment
 from cpcjax.data import pipeline, protocols, sources
 from cpcjax.train import checkpoint, loop, sharding, steps
 from cpcjax.train import state as state_lib
@@ -129,7 +129,15 @@ def test_finetuning_starts_from_the_cpc_encoder(
         seen["params"] = jax.device_get(params)  # the step donates the live arrays
         return params
 
+    calls = []
+    predict_split = evaluate.predict_split
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[2]))
+        return predict_split(*args, **kwargs)
+
     checkpoint.restore_params, restore = spy, checkpoint.restore_params
+    evaluate.predict_split = counted
     try:
         result = experiment.finetune_run(
             c,
@@ -145,6 +153,24 @@ def test_finetuning_starts_from_the_cpc_encoder(
         )
     finally:
         checkpoint.restore_params = restore
+        evaluate.predict_split = predict_split
+    # Dev once (at the last step, which is kept), test once: the kept params'
+    # dev predictions are reused, and equal to predicting again.
+    assert calls == [len(split["dev"]), len(split["test"])]
+    assert result["selected_step"] == c.finetune.num_steps
+    best = checkpoint.restore_best_params(str(tmp_path / "ft"), seen["params"])
+    train = labeled_utts.subset(split["train"])
+    again = evaluate.predict_split(
+        prog.predict,
+        best,
+        labeled_utts.subset(split["dev"]),
+        pipeline.bucket_lengths(c.finetune.buckets),
+        c.finetune.eval_batch_size,
+        mesh,
+        train.labels.mean(axis=0),
+        np.maximum(train.labels.std(axis=0), 1e-3),
+    )
+    np.testing.assert_array_equal(again, np.asarray(result["dev"]["preds"], np.float32))
     for key in ("encoder", "context"):
         for a, b in zip(
             jax.tree.leaves(pretrained.params[key]),

@@ -16,7 +16,7 @@ Audio is stored as int16 and scaled to float32 in [-1, 1) here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -303,23 +303,61 @@ def eval_buckets(utts: Utterances, buckets: Sequence[int]) -> list[int]:
     return out
 
 
+def eval_batch_sizes(global_batch: int, multiple: int = 1) -> list[int]:
+    """The batch sizes `eval_batches` uses, largest first.
+
+    `global_batch`, then halvings of it that stay a multiple of `multiple` (the
+    device count) and at least an eighth of it: a bucket's last few utterances
+    fill a small batch instead of a full one of padding rows, and a program
+    compiles for at most four sizes per bucket.
+    """
+    sizes = [global_batch]
+    floor = max(multiple, global_batch // 8)
+    while sizes[-1] % 2 == 0 and sizes[-1] // 2 % multiple == 0:
+        if sizes[-1] // 2 < floor:
+            break
+        sizes.append(sizes[-1] // 2)
+    return sizes
+
+
 def eval_batches(
-    utts: Utterances, buckets: Sequence[int], global_batch: int, rows: slice
+    utts: Utterances,
+    buckets: Sequence[int],
+    global_batch: int,
+    multiple: int = 1,
+    rows_of: Callable[[int], slice] | None = None,
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Every utterance once, whole, in padded bucketed batches.
+
+    Each bucket's utterances go in batches of `global_batch`; the rest in the
+    largest of `eval_batch_sizes` that it fills (the smallest, padded, when
+    none is filled).
+
+    Args:
+      utts: the utterances.
+      buckets: bucket lengths in samples (doubled until the longest fits).
+      global_batch: the largest batch.
+      multiple: every batch size is a multiple of this (the device count).
+      rows_of: a global batch size -> the slice of its rows this process
+        loads; all of them if None.
 
     Yields (global row ids with -1 for padding rows, this process' batch).
     Padding rows have weight 0 and length 0.
     """
+    sizes = eval_batch_sizes(global_batch, multiple)
     buckets = eval_buckets(utts, buckets)
     bucket = _bucket_of(utts.lengths, buckets)
     for k, length in enumerate(buckets):
         members = np.flatnonzero(bucket == k)
-        for start in range(0, len(members), global_batch):
-            ids = np.full(global_batch, -1, np.int64)
-            chunk = members[start : start + global_batch]
+        start = 0
+        while start < len(members):
+            left = len(members) - start
+            size = next((b for b in sizes if b <= left), sizes[-1])
+            ids = np.full(size, -1, np.int64)
+            chunk = members[start : start + size]
             ids[: len(chunk)] = chunk
-            mine = ids[rows]
+            start += size
+            mine = ids if rows_of is None else ids[rows_of(size)]
             wav, lengths = _pad(
                 [utts.audio(r) if r >= 0 else np.zeros(0, np.float32) for r in mine],
                 length,
