@@ -183,13 +183,14 @@ def compilation_cache(environ: dict | None = None) -> str | None:
 def host_allocator(environ: dict | None = None) -> dict[str, int]:
     """Keeps freed host memory for reuse; returns the mallopt settings made.
 
-    XLA on a CPU allocates each program's temporary buffers afresh on every
-    call. glibc serves blocks over its mmap threshold (at most 32 MiB by
-    default) with a fresh mmap, and returns freed memory at the top of its
-    heap to the system, so every step faulted its buffers in again page by
-    page: about a fifth of a CPU run's processor time went to the kernel. With blocks
-    up to 1 GiB served from the heap and kept there, a step reuses the pages
-    of the one before (docs/performance.md, "Host memory").
+    XLA on a CPU allocates each program's buffers afresh on every call.
+    glibc serves blocks over its mmap threshold (at most 32 MiB by default)
+    with a fresh mmap, and returns freed memory at the top of its heap to
+    the system, so every step faulted its buffers in again page by page:
+    about a fifth of the demo's processor time went to the kernel. With
+    blocks up to 1 GiB served from the heap and kept there, a step reuses
+    the pages of the one before (docs/performance.md, "Host memory and
+    evaluation").
 
     Nothing is changed where the C library is not glibc, where the user tuned
     glibc's allocator already (MALLOC_* variables, GLIBC_TUNABLES), or with
