@@ -30,7 +30,7 @@ CACHE_DIR_ENV = "CPCJAX_CACHE_DIR"
 COMPILATION_CACHE_ENV = "CPCJAX_COMPILATION_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "cpcjax", "jax")
 CACHE_MIN_COMPILE_SECONDS = 0.1
-# glibc's allocator (see `host_allocator`): mallopt parameter -> value.
+# glibc's allocator (see `host_allocator`): name -> (mallopt parameter, value).
 HOST_MALLOC_ENV = "CPCJAX_HOST_MALLOC"
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 HOST_MALLOC = {
