@@ -22,8 +22,12 @@ best of several jitted --peak_size^3 matmuls, in float32 and, where the
 device has it natively, bfloat16. On a CPU the line names the CPU and the
 instruction set XLA targets (`isa`: AVX2, AVX512...; XLA_FLAGS=
 --xla_cpu_max_isa=AVX2 holds an AVX-512 machine to AVX2), so `mfu` is never
-null. On an accelerator whose datasheet PEAK_FLOPS knows, `mfu_datasheet` is
-against that beside it. Each line says which peak `mfu` is against.
+null. The step cases also run those matmuls in turn with their steps:
+`mfu_between_steps` is against the median of them, which met the same load
+from other processes as the median step (on a shared machine that load
+moves minute to minute, so `mfu` and it can differ by much). On an
+accelerator whose datasheet PEAK_FLOPS knows, `mfu_datasheet` is against
+that beside it. Each line says which peak `mfu` is against.
 
 `predict` times a freshly initialised model of the config (no training
 needed) on --predict_files generated files of 4-8 s at mixed sample rates,
@@ -258,6 +262,59 @@ def _has_bf16(platform: str, isa_level: str | None) -> bool:
     return isa_level in names and names.index(isa_level) >= names.index("AVX512_BF16")
 
 
+def _matmul_timers(size: int, dtypes: list[str]) -> dict:
+    """{dtype: a callable that runs one jitted size^3 matmul of that dtype,
+    compiled and warmed up already, and returns the seconds it took}."""
+    import jax
+    import jax.numpy as jnp
+
+    matmul = jax.jit(jnp.matmul)
+    timers = {}
+    for dtype in dtypes:
+        a, b = (
+            jax.random.normal(jax.random.key(i), (size, size), dtype) for i in (0, 1)
+        )
+        jax.block_until_ready(matmul(a, b))
+
+        def timed(a=a, b=b) -> float:
+            t = time.perf_counter()
+            jax.block_until_ready(matmul(a, b))
+            return time.perf_counter() - t
+
+        timers[dtype] = timed
+    return timers
+
+
+class PeakBetweenSteps:
+    """The peak line's matmuls again, in turn with a step's calls.
+
+    On a shared host the peak measured first and a step timed minutes later
+    meet different loads from other processes. Timed in turn with the step,
+    these matmuls meet the same load as the step's median, so the two make
+    a steadier ratio (`time_step`'s `alongside`). After each call, the
+    better of two matmuls of each dtype: the first may pay for caches and
+    threads the step left cold.
+    """
+
+    def __init__(self, peak: dict):
+        self._size = peak["size"]
+        self._timers = _matmul_timers(self._size, list(peak["flops_per_s"]))
+        self._seconds = {dtype: [] for dtype in self._timers}
+
+    def __call__(self) -> None:
+        for dtype, timed in self._timers.items():
+            self._seconds[dtype].append(min(timed(), timed()))
+
+    def flops_per_s(self) -> dict:
+        """{dtype: FLOP/s on one device, the median over the step's calls}."""
+        import numpy as np
+
+        return {
+            dtype: 2 * self._size**3 / float(np.median(seconds))
+            for dtype, seconds in self._seconds.items()
+        }
+
+
 def measure_peak(size: int | None = None, repeats: int = PEAK_REPEATS) -> dict:
     """The device's measured peak: the best of `repeats` jitted size^3 matmuls.
 
@@ -270,7 +327,6 @@ def measure_peak(size: int | None = None, repeats: int = PEAK_REPEATS) -> dict:
       measured to its FLOP/s on one device.
     """
     import jax
-    import jax.numpy as jnp
 
     device = jax.devices()[0]
     target = isa() if device.platform == "cpu" else {}
@@ -278,19 +334,10 @@ def measure_peak(size: int | None = None, repeats: int = PEAK_REPEATS) -> dict:
     dtypes = ["float32"]
     if _has_bf16(device.platform, target.get("isa_level")):
         dtypes.append("bfloat16")
-    matmul = jax.jit(jnp.matmul)
-    flops_per_s = {}
-    for dtype in dtypes:
-        a, b = (
-            jax.random.normal(jax.random.key(i), (size, size), dtype) for i in (0, 1)
-        )
-        jax.block_until_ready(matmul(a, b))
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
-            jax.block_until_ready(matmul(a, b))
-            best = min(best, time.perf_counter() - t)
-        flops_per_s[dtype] = 2 * size**3 / best
+    flops_per_s = {
+        dtype: 2 * size**3 / min(timed() for _ in range(repeats))
+        for dtype, timed in _matmul_timers(size, dtypes).items()
+    }
     datasheet = _datasheet_peak(device.device_kind)
     return {
         "case": "peak",
@@ -307,33 +354,45 @@ def measure_peak(size: int | None = None, repeats: int = PEAK_REPEATS) -> dict:
     }
 
 
-def mfu_fields(flops_s: float, dtype: str, peak: dict) -> dict:
+def mfu_fields(
+    flops_s: float, dtype: str, peak: dict, between: dict | None = None
+) -> dict:
     """A case's FLOP rate against the measured peak and the datasheet's.
 
-    `mfu` is against the measured peak of the case's dtype; a bfloat16 case
-    is held to the better of the bfloat16 and float32 peaks, since its
-    matmuls could run in float32. A CPU's devices share the host's cores, so
-    its peak counts once per process; an accelerator's once per device.
-    `mfu_datasheet` is against PEAK_FLOPS, null where unknown (CPUs).
+    `mfu` is against the peak line's measured peak of the case's dtype; a
+    bfloat16 case is held to the better of the bfloat16 and float32 peaks,
+    since its matmuls could run in float32. Given `between`
+    (`PeakBetweenSteps`' rates), `mfu_between_steps` is against those, the
+    same way. A CPU's devices share the host's cores, so its peak counts
+    once per process; an accelerator's once per device. `mfu_datasheet` is
+    against PEAK_FLOPS, null where unknown (CPUs).
     """
     import jax
 
-    measured = peak["flops_per_s"]
-    per_device = max(measured.values()) if dtype == "bfloat16" else measured["float32"]
-    peak_dtype = max(measured, key=measured.get) if dtype == "bfloat16" else "float32"
     cpu = peak["platform"] == "cpu"
-    total = per_device * (jax.process_count() if cpu else jax.device_count())
-    datasheet = peak["datasheet_tflops_per_s"]
-    return {
-        "mfu": round(flops_s / total, 4),
-        "mfu_against": f"measured {peak_dtype} matmul peak",
-        "peak_tflops_per_s": round(total / 1e12, 4),
-        "mfu_datasheet": (
-            round(flops_s / (datasheet * 1e12 * jax.device_count()), 4)
-            if datasheet
-            else None
-        ),
+    scale = jax.process_count() if cpu else jax.device_count()
+
+    def total(rates: dict) -> tuple[float, str]:
+        name = max(rates, key=rates.get) if dtype == "bfloat16" else "float32"
+        return rates[name] * scale, name
+
+    line_total, line_dtype = total(peak["flops_per_s"])
+    fields = {
+        "mfu": round(flops_s / line_total, 4),
+        "mfu_against": f"measured {line_dtype} matmul peak",
+        "peak_tflops_per_s": round(line_total / 1e12, 4),
     }
+    if between:
+        between_total, _ = total(between)
+        fields["mfu_between_steps"] = round(flops_s / between_total, 4)
+        fields["between_steps_tflops_per_s"] = round(between_total / 1e12, 4)
+    datasheet = peak["datasheet_tflops_per_s"]
+    fields["mfu_datasheet"] = (
+        round(flops_s / (datasheet * 1e12 * jax.device_count()), 4)
+        if datasheet
+        else None
+    )
+    return fields
 
 
 def _host_peak_gib() -> float:
@@ -526,8 +585,16 @@ def _step_cases(config, mesh, rng, consumed: dict, peak: dict) -> None:
         "batch": _BATCH.value,
     }
 
-    def report(case: str, audio_seconds: float, timing: dict, **extra) -> None:
+    def probe() -> PeakBetweenSteps | None:
+        # Not in a memory case's process: its matmuls would count in the
+        # step's memory.
+        return None if _PEAK_JSON.value else PeakBetweenSteps(peak)
+
+    def report(
+        case: str, audio_seconds: float, timing: dict, between=None, **extra
+    ) -> None:
         flops_s = timing["flops_per_step"] / timing["step_s"]
+        timing = {k: v for k, v in timing.items() if k != "alongside_s"}
         line = {
             "case": case,
             **common,
@@ -535,7 +602,9 @@ def _step_cases(config, mesh, rng, consumed: dict, peak: dict) -> None:
             **timing,
             "audio_s_per_s": round(audio_seconds / timing["step_s"], 2),
             "tflops_per_s": round(flops_s / 1e12, 4),
-            **mfu_fields(flops_s, config.dtype, peak),
+            **mfu_fields(
+                flops_s, config.dtype, peak, between and between.flops_per_s()
+            ),
             "peak_host_gib": round(_host_peak_gib(), 3),
         }
         # The input pipeline must keep up with the fastest step measured.
@@ -544,13 +613,20 @@ def _step_cases(config, mesh, rng, consumed: dict, peak: dict) -> None:
 
     if "pretrain" in _CASES.value:
         state, batch = _pretrain_inputs(programs, mesh, _wav(rng))
+        between = probe()
         timing = time_step(
-            programs.cpc_step, state, batch, jax.random.key(1), _STEPS.value
+            programs.cpc_step,
+            state,
+            batch,
+            jax.random.key(1),
+            _STEPS.value,
+            alongside=between,
         )
         report(
             "pretrain",
             _window_audio_s(),
             timing,
+            between,
             window=_WINDOW.value,
             negatives=config.model.num_negatives,
         )
@@ -567,14 +643,22 @@ def _step_cases(config, mesh, rng, consumed: dict, peak: dict) -> None:
         state = state_lib.create_state(
             programs.emotion, programs.emotion_tx, jax.random.key(0), local, mesh
         )
+        between = probe()
         timing = time_step(
             programs.emotion_step,
             state,
             sharding.to_global(local, mesh),
             jax.random.key(1),
             _STEPS.value,
+            alongside=between,
         )
-        report("finetune", _BATCH.value * length / SAMPLE_RATE, timing, window=length)
+        report(
+            "finetune",
+            _BATCH.value * length / SAMPLE_RATE,
+            timing,
+            between,
+            window=length,
+        )
     if "predict" in _CASES.value:
         _predict_case(config, programs, mesh, rng, common, peak)
 

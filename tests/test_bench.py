@@ -85,6 +85,12 @@ def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
         )
         flops_s = line["tflops_per_s"] * 1e12
         assert abs(line["mfu"] - flops_s / (line["peak_tflops_per_s"] * 1e12)) < 2e-3
+        # The step cases' matmuls between the steps; predict has none.
+        if line["case"] == "predict":
+            assert "mfu_between_steps" not in line
+        else:
+            between = line["between_steps_tflops_per_s"] * 1e12
+            assert abs(line["mfu_between_steps"] - flops_s / between) < 2e-3
     for line in (l for l in lines if l["case"] == "predict"):
         assert line["files"] == 3 and line["channels"] == 48
         assert line["audio_s"] > 3 * 4.0 and line["model_calls"] > 0
@@ -95,6 +101,32 @@ def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
         assert 0 < line["audio_flops_fraction"] <= 1
         # The share of the peak's rate reached is the pass's MFU.
         assert line["peak_fraction"] == pytest.approx(line["mfu"], abs=2e-3)
+
+
+def test_mfu_is_against_the_peak_line_and_between_steps_against_its_matmuls():
+    peak = {
+        "platform": "cpu",
+        "flops_per_s": {"float32": 4e11, "bfloat16": 8e11},
+        "datasheet_tflops_per_s": None,
+    }
+    between = {"float32": 2e11, "bfloat16": 1e11}
+    assert bench.mfu_fields(1e11, "float32", peak, between) == {
+        "mfu": 0.25,
+        "mfu_against": "measured float32 matmul peak",
+        "peak_tflops_per_s": 0.4,
+        "mfu_between_steps": 0.5,
+        "between_steps_tflops_per_s": 0.2,
+        "mfu_datasheet": None,
+    }
+    # bfloat16 is held to the better dtype of each: bf16 on the line, f32
+    # between the steps.
+    fields = bench.mfu_fields(1e11, "bfloat16", peak, between)
+    assert (fields["mfu"], fields["mfu_against"]) == (
+        0.125,
+        "measured bfloat16 matmul peak",
+    )
+    assert fields["mfu_between_steps"] == 0.5
+    assert "mfu_between_steps" not in bench.mfu_fields(1e11, "float32", peak)
 
 
 # /proc/cpuinfo flags of an AVX-512 machine (a Zen 4), of an AVX2-only one (a
