@@ -586,8 +586,8 @@ def _step_cases(config, mesh, rng, consumed: dict, peak: dict) -> None:
     }
 
     def probe() -> PeakBetweenSteps | None:
-        # Not in a memory case's process: its matmuls would count in the
-        # step's memory.
+        # Not where --peak_json gave the peak (a memory case's process,
+        # where the matmuls' buffers would count in the step's memory).
         return None if _PEAK_JSON.value else PeakBetweenSteps(peak)
 
     def report(
