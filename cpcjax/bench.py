@@ -22,12 +22,13 @@ best of several jitted --peak_size^3 matmuls, in float32 and, where the
 device has it natively, bfloat16. On a CPU the line names the CPU and the
 instruction set XLA targets (`isa`: AVX2, AVX512...; XLA_FLAGS=
 --xla_cpu_max_isa=AVX2 holds an AVX-512 machine to AVX2), so `mfu` is never
-null. The step cases also run those matmuls in turn with their steps:
-`mfu_between_steps` is against the median of them, which met the same load
-from other processes as the median step (on a shared machine that load
-moves minute to minute, so `mfu` and it can differ by much). On an
-accelerator whose datasheet PEAK_FLOPS knows, `mfu_datasheet` is against
-that beside it. Each line says which peak `mfu` is against.
+null. The step and predict cases also run those matmuls in turn with their
+timed calls: `mfu` is against the best matmul of the peak line and of
+these (`peak_from` says which), and `mfu_between_steps` against the median
+of these, which met the same load from other processes as the median step
+(on a shared machine that load moves minute to minute). On an accelerator
+whose datasheet PEAK_FLOPS knows, `mfu_datasheet` is against that beside
+it. Each line says which peak `mfu` is against.
 
 `predict` times a freshly initialised model of the config (no training
 needed) on --predict_files generated files of 4-8 s at mixed sample rates,
@@ -286,14 +287,15 @@ def _matmul_timers(size: int, dtypes: list[str]) -> dict:
 
 
 class PeakBetweenSteps:
-    """The peak line's matmuls again, in turn with a step's calls.
+    """The peak line's matmuls again, in turn with a case's timed calls.
 
     On a shared host the peak measured first and a step timed minutes later
     meet different loads from other processes. Timed in turn with the step,
     these matmuls meet the same load as the step's median, so the two make
-    a steadier ratio (`time_step`'s `alongside`). After each call, the
-    better of two matmuls of each dtype: the first may pay for caches and
-    threads the step left cold.
+    a steadier ratio (`time_step`'s `alongside`); and their best raises the
+    peak where the peak line met a busy moment. After each call, the better
+    of two matmuls of each dtype: the first may pay for caches and threads
+    the step left cold.
     """
 
     def __init__(self, peak: dict):
@@ -305,13 +307,17 @@ class PeakBetweenSteps:
         for dtype, timed in self._timers.items():
             self._seconds[dtype].append(min(timed(), timed()))
 
-    def flops_per_s(self) -> dict:
-        """{dtype: FLOP/s on one device, the median over the step's calls}."""
+    def rates(self) -> dict:
+        """{"median": {dtype: FLOP/s}, "best": {dtype: FLOP/s}} on one device,
+        over the calls so far."""
         import numpy as np
 
+        flops = 2 * self._size**3
         return {
-            dtype: 2 * self._size**3 / float(np.median(seconds))
-            for dtype, seconds in self._seconds.items()
+            "median": {
+                d: flops / float(np.median(s)) for d, s in self._seconds.items()
+            },
+            "best": {d: flops / min(s) for d, s in self._seconds.items()},
         }
 
 
@@ -359,11 +365,12 @@ def mfu_fields(
 ) -> dict:
     """A case's FLOP rate against the measured peak and the datasheet's.
 
-    `mfu` is against the peak line's measured peak of the case's dtype; a
-    bfloat16 case is held to the better of the bfloat16 and float32 peaks,
-    since its matmuls could run in float32. Given `between`
-    (`PeakBetweenSteps`' rates), `mfu_between_steps` is against those, the
-    same way. A CPU's devices share the host's cores, so its peak counts
+    `mfu` is against the best measured rate of the case's dtype: the peak
+    line's, or the best of `between` (`PeakBetweenSteps.rates`) where that
+    is higher (`peak_from` says which). A bfloat16 case is held to the
+    better of the bfloat16 and float32 peaks, since its matmuls could run in
+    float32. Given `between`, `mfu_between_steps` is against its median,
+    the same way. A CPU's devices share the host's cores, so its peak counts
     once per process; an accelerator's once per device. `mfu_datasheet` is
     against PEAK_FLOPS, null where unknown (CPUs).
     """
@@ -376,16 +383,23 @@ def mfu_fields(
         name = max(rates, key=rates.get) if dtype == "bfloat16" else "float32"
         return rates[name] * scale, name
 
-    line_total, line_dtype = total(peak["flops_per_s"])
+    line = peak["flops_per_s"]
+    best = dict(line)
+    if between:
+        best = {d: max(rate, between["best"].get(d, 0.0)) for d, rate in line.items()}
+    best_total, best_dtype = total(best)
     fields = {
-        "mfu": round(flops_s / line_total, 4),
-        "mfu_against": f"measured {line_dtype} matmul peak",
-        "peak_tflops_per_s": round(line_total / 1e12, 4),
+        "mfu": round(flops_s / best_total, 4),
+        "mfu_against": f"measured {best_dtype} matmul peak",
+        "peak_tflops_per_s": round(best_total / 1e12, 4),
+        "peak_from": (
+            "peak line" if best[best_dtype] == line[best_dtype] else "between the steps"
+        ),
     }
     if between:
-        between_total, _ = total(between)
-        fields["mfu_between_steps"] = round(flops_s / between_total, 4)
-        fields["between_steps_tflops_per_s"] = round(between_total / 1e12, 4)
+        median_total, _ = total(between["median"])
+        fields["mfu_between_steps"] = round(flops_s / median_total, 4)
+        fields["between_steps_tflops_per_s"] = round(median_total / 1e12, 4)
     datasheet = peak["datasheet_tflops_per_s"]
     fields["mfu_datasheet"] = (
         round(flops_s / (datasheet * 1e12 * jax.device_count()), 4)
@@ -602,9 +616,7 @@ def _step_cases(config, mesh, rng, consumed: dict, peak: dict) -> None:
             **timing,
             "audio_s_per_s": round(audio_seconds / timing["step_s"], 2),
             "tflops_per_s": round(flops_s / 1e12, 4),
-            **mfu_fields(
-                flops_s, config.dtype, peak, between and between.flops_per_s()
-            ),
+            **mfu_fields(flops_s, config.dtype, peak, between and between.rates()),
             "peak_host_gib": round(_host_peak_gib(), 3),
         }
         # The input pipeline must keep up with the fastest step measured.
@@ -660,7 +672,7 @@ def _step_cases(config, mesh, rng, consumed: dict, peak: dict) -> None:
             window=length,
         )
     if "predict" in _CASES.value:
-        _predict_case(config, programs, mesh, rng, common, peak)
+        _predict_case(config, programs, mesh, rng, common, peak, probe())
 
 
 def _memory_line(flags_: list[str], peak: dict) -> dict:
@@ -799,7 +811,9 @@ def _write_predict_files(folder: str, rng) -> float:
     return seconds
 
 
-def _predict_case(config, programs, mesh, rng, common: dict, peak: dict) -> None:
+def _predict_case(
+    config, programs, mesh, rng, common: dict, peak: dict, between=None
+) -> None:
     """Prediction from wav files on disk, end to end, at the config's size.
 
     A freshly initialised emotion model (its numbers are not the point)
@@ -813,7 +827,8 @@ def _predict_case(config, programs, mesh, rng, common: dict, peak: dict) -> None
     `peak_fraction` the share of it reached (the pass's MFU);
     `audio_flops_fraction` is the share of those FLOPs that falls on audio
     rather than on the padding of the length buckets; `model_s` is the time
-    spent in the model's calls.
+    spent in the model's calls. `between`, a `PeakBetweenSteps`, runs after
+    each timed pass.
     """
     import tempfile
 
@@ -879,6 +894,8 @@ def _predict_case(config, programs, mesh, rng, common: dict, peak: dict) -> None
                 predictor.predict_files([folder], workers=workers)
                 took = time.perf_counter() - t
                 best[name] = min(best[name], (took, model_s[0]))
+                if between is not None:
+                    between()
     flops = {}  # XLA's FLOPs of one call at each wav shape
     for shape, _ in calls:
         if shape not in flops:
@@ -895,7 +912,9 @@ def _predict_case(config, programs, mesh, rng, common: dict, peak: dict) -> None
         flops[shape] * samples / (shape[0] * shape[1]) for shape, samples in calls
     )
     wall_s, in_model_s = best["pool"]
-    fields = mfu_fields(executed / wall_s, config.dtype, peak)
+    fields = mfu_fields(
+        executed / wall_s, config.dtype, peak, between and between.rates()
+    )
     peak_rate = audio_s * fields["peak_tflops_per_s"] * 1e12 / executed
     line = {
         "case": "predict",
