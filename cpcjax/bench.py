@@ -24,11 +24,11 @@ instruction set XLA targets (`isa`: AVX2, AVX512...; XLA_FLAGS=
 --xla_cpu_max_isa=AVX2 holds an AVX-512 machine to AVX2), so `mfu` is never
 null. The step and predict cases also run those matmuls in turn with their
 timed calls: `mfu` is against the best matmul of the peak line and of
-these (`peak_from` says which), and `mfu_between_steps` against the median
-of these, which met the same load from other processes as the median step
-(on a shared machine that load moves minute to minute). On an accelerator
-whose datasheet PEAK_FLOPS knows, `mfu_datasheet` is against that beside
-it. Each line says which peak `mfu` is against.
+these (`peak_from` says which). The step cases' `mfu_between_steps` is
+against the median of these, which met the same load from other processes
+as the median step (on a shared machine that load moves minute to minute).
+On an accelerator whose datasheet PEAK_FLOPS knows, `mfu_datasheet` is
+against that beside it. Each line says which peak `mfu` is against.
 
 `predict` times a freshly initialised model of the config (no training
 needed) on --predict_files generated files of 4-8 s at mixed sample rates,
@@ -369,8 +369,8 @@ def mfu_fields(
     line's, or the best of `between` (`PeakBetweenSteps.rates`) where that
     is higher (`peak_from` says which). A bfloat16 case is held to the
     better of the bfloat16 and float32 peaks, since its matmuls could run in
-    float32. Given `between`, `mfu_between_steps` is against its median,
-    the same way. A CPU's devices share the host's cores, so its peak counts
+    float32. Given `between` with a median, `mfu_between_steps` is against
+    that, the same way. A CPU's devices share the host's cores, so its peak counts
     once per process; an accelerator's once per device. `mfu_datasheet` is
     against PEAK_FLOPS, null where unknown (CPUs).
     """
@@ -396,7 +396,7 @@ def mfu_fields(
             "peak line" if best[best_dtype] == line[best_dtype] else "between the steps"
         ),
     }
-    if between:
+    if between and "median" in between:
         median_total, _ = total(between["median"])
         fields["mfu_between_steps"] = round(flops_s / median_total, 4)
         fields["between_steps_tflops_per_s"] = round(median_total / 1e12, 4)
@@ -912,8 +912,13 @@ def _predict_case(
         flops[shape] * samples / (shape[0] * shape[1]) for shape, samples in calls
     )
     wall_s, in_model_s = best["pool"]
+    # The pass's rate is its best, so only the best matmul counts (a median
+    # between the passes would set a best against a median).
     fields = mfu_fields(
-        executed / wall_s, config.dtype, peak, between and between.rates()
+        executed / wall_s,
+        config.dtype,
+        peak,
+        between and {"best": between.rates()["best"]},
     )
     peak_rate = audio_s * fields["peak_tflops_per_s"] * 1e12 / executed
     line = {
