@@ -190,7 +190,9 @@ def host_allocator(environ: dict | None = None) -> dict[str, int]:
     about a fifth of the demo's processor time went to the kernel. With
     blocks up to 1 GiB served from the heap and kept there, a step reuses
     the pages of the one before (docs/performance.md, "Host memory and
-    evaluation").
+    evaluation"). Blocks of 64 MiB and more that a worker thread allocates
+    are still mapped afresh: a thread's own glibc arena holds none that
+    large.
 
     Nothing is changed where the C library is not glibc, where the user tuned
     glibc's allocator already (MALLOC_* variables, GLIBC_TUNABLES), or with
