@@ -4,11 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from cpcjax.constants import FRAME_HOP
 from cpcjax.models.context import Context
 from cpcjax.models.cpc import CPC
-from cpcjax.models.encoder import ChannelNorm, Encoder, frame_lengths
+from cpcjax.models.encoder import ChannelNorm, Encoder, frame_lengths, strided_conv
 from cpcjax.models.recognizer import EmotionModel
 
 SMALL = dict(channels=32, context_hidden=16)
@@ -196,6 +197,54 @@ def test_default_context_keeps_its_one_gru_parameter_tree():
     )
     assert set(tree["params"]) == {"gru"}
     assert set(tree["params"]["gru"]) == {"ir", "iz", "in", "hr", "hz", "hn"}
+
+
+@pytest.mark.parametrize(
+    "length,kernel,stride,padding",
+    [
+        (4096, 8, 4, (2, 2)),  # the paper encoder's second layer
+        (131, 4, 2, (1, 1)),  # an odd length: the last frame is never read
+        (130, 8, 4, (3, 0)),
+        (133, 12, 4, (0, 5)),  # three blocks per kernel
+    ],
+)
+def test_strided_conv_gradients_match_xla(length, kernel, stride, padding):
+    x = jax.random.normal(jax.random.key(0), (2, length, 24))
+    w = jax.random.normal(jax.random.key(1), (kernel, 24, 16)) / 10
+    dims = lax.conv_dimension_numbers(x.shape, w.shape, ("NWC", "WIO", "NWC"))
+
+    def conv(fn):
+        return lambda x, w: fn(x, w, (stride,), [padding], dimension_numbers=dims)
+
+    assert "custom_vjp" in str(jax.make_jaxpr(conv(strided_conv))(x, w))
+    y, ours_vjp = jax.vjp(conv(strided_conv), x, w)
+    y_xla, xla_vjp = jax.vjp(conv(lax.conv_general_dilated), x, w)
+    np.testing.assert_array_equal(y, y_xla)
+    dy = jax.random.normal(jax.random.key(2), y.shape)
+    (dx, dw), (dx_xla, dw_xla) = ours_vjp(dy), xla_vjp(dy)
+    assert dx.shape == x.shape and dw.shape == w.shape
+    np.testing.assert_allclose(dx, dx_xla, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(dw, dw_xla)
+
+
+def test_strided_conv_passes_other_convolutions_through():
+    x = jax.random.normal(jax.random.key(0), (2, 50, 3))
+    w = jax.random.normal(jax.random.key(1), (10, 3, 4))  # 10 is not a multiple of 4
+    dims = lax.conv_dimension_numbers(x.shape, w.shape, ("NWC", "WIO", "NWC"))
+    args = ((4,), [(3, 3)])
+    jaxpr = jax.make_jaxpr(
+        lambda x, w: strided_conv(x, w, *args, dimension_numbers=dims)
+    )(x, w)
+    assert "custom_vjp" not in str(jaxpr)
+    ours = jax.grad(
+        lambda x: jnp.sum(strided_conv(x, w, *args, dimension_numbers=dims) ** 2)
+    )(x)
+    xla = jax.grad(
+        lambda x: jnp.sum(
+            lax.conv_general_dilated(x, w, *args, dimension_numbers=dims) ** 2
+        )
+    )(x)
+    np.testing.assert_array_equal(ours, xla)
 
 
 def test_context_variants_are_causal_and_masked():
