@@ -203,9 +203,9 @@ def test_default_context_keeps_its_one_gru_parameter_tree():
     "length,kernel,stride,padding",
     [
         (4096, 8, 4, (2, 2)),  # the paper encoder's second layer
-        (131, 4, 2, (1, 1)),  # an odd length: the last frame is never read
-        (130, 8, 4, (3, 0)),
-        (133, 12, 4, (0, 5)),  # three blocks per kernel
+        (131, 4, 2, (1, 1)),  # an odd length
+        (130, 8, 4, (3, 0)),  # the last frame is never read: its gradient is 0
+        (133, 12, 4, (0, 5)),  # three blocks per kernel; padding read in part
     ],
 )
 def test_strided_conv_gradients_match_xla(length, kernel, stride, padding):
