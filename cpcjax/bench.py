@@ -56,7 +56,11 @@ The `reference` case times cpcjax's float32 CPC step side by side with
 facebookresearch/CPC_audio's, built by CPC_audio's own code from a checkout
 you point `--reference_dir` at (it needs PyTorch; CPC_audio is not part of
 cpcjax). Both get the same batch; their steps alternate, so a slower or
-busier stretch of the machine weighs on both alike. It runs the harness
+busier stretch of the machine weighs on both alike. Beside the measured
+`speedup`, `speedup_at_peak` is what it would be were cpcjax's step (XLA's
+FLOPs) to run at the measured float32 matmul peak (the `peak` line, measured
+first): on a CPU whose peak is low for CPC_audio's step time, no
+formulation of the same work gets far past it. It runs the harness
 `benchmarks/cpc_audio.py` of a cpcjax checkout, which is not installed with
 the package.
 """
@@ -150,7 +154,7 @@ CASES = (
     "startup",
 )
 # Cases whose lines give an MFU: the peak is measured before them.
-MFU_CASES = ("peak", "pretrain", "finetune", "predict", "memory")
+MFU_CASES = ("peak", "pretrain", "finetune", "predict", "memory", "reference")
 # memory: flags a measuring process inherits from this one (the model, its
 # sizes); the rest it is given.
 MEMORY_INHERITED = ("--config", "--window", "--finetune_seconds", "--batch_size")
@@ -409,6 +413,17 @@ def mfu_fields(
     return fields
 
 
+def speedup_at_peak(reference_s: float, flops: float, peak_flops_s: float):
+    """How many times `reference_s` a step of `flops` would take at `peak_flops_s`.
+
+    The most a step of that much work could be faster than the reference on
+    this machine, its matmuls at their best; None without FLOPs to go by.
+    """
+    if not flops:
+        return None
+    return round(reference_s * peak_flops_s / flops, 2)
+
+
 def _host_peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
@@ -528,7 +543,7 @@ def _pretrain_inputs(programs, mesh, wav):
     return state, sharding.to_global(local, mesh)
 
 
-def _reference_case(harness, mesh, rng) -> None:
+def _reference_case(harness, mesh, rng, peak: dict) -> None:
     """cpcjax's float32 CPC step and CPC_audio's, alternating on one batch."""
     import jax
 
@@ -558,6 +573,8 @@ def _reference_case(harness, mesh, rng) -> None:
     )
     device = jax.devices()[0]
     ours_s, theirs_s = timing["step_s"], timing["alongside_s"]
+    flops = timing["flops_per_step"]
+    rate = mfu_fields(flops / ours_s, "float32", peak)
     line = {
         "case": "reference",
         "device": device.device_kind,
@@ -571,8 +588,15 @@ def _reference_case(harness, mesh, rng) -> None:
         "cpcjax_step_s": round(ours_s, 4),
         "reference_step_s": round(theirs_s, 4),
         "speedup": round(theirs_s / ours_s, 2),
+        "speedup_at_peak": speedup_at_peak(
+            theirs_s, flops, rate["peak_tflops_per_s"] * 1e12
+        ),
         "cpcjax_audio_s_per_s": round(_window_audio_s() / ours_s, 2),
         "reference_audio_s_per_s": round(_window_audio_s() / theirs_s, 2),
+        "cpcjax_flops_per_step": flops,
+        "cpcjax_mfu": rate["mfu"],
+        "mfu_against": rate["mfu_against"],
+        "peak_tflops_per_s": rate["peak_tflops_per_s"],
         **info,
     }
     print(json.dumps(line), flush=True)
@@ -1178,7 +1202,7 @@ def main(argv) -> None:
         if "memory" in _CASES.value:
             _memory_case(dtype, peak)
     if harness is not None:
-        _reference_case(harness, mesh, rng)
+        _reference_case(harness, mesh, rng, peak)
     if "input" in _CASES.value:
         _input_case(_CONFIG.value.data_dir, consumed)
     if "startup" in _CASES.value:

@@ -217,6 +217,14 @@ def test_reference_flags_are_the_paper_architecture_in_cpc_audio_terms():
         harness.cpc_audio_args(config, 20480)
 
 
+def test_speedup_at_peak_is_the_reference_over_the_step_at_the_peak():
+    # A 198.5 GFLOP step at a 74.3 GFLOP/s peak takes 2.672 s: 8.16 s of
+    # CPC_audio's is 3.05 times that, whatever the step measured.
+    assert bench.speedup_at_peak(8.16, 198.5e9, 74.3e9) == 3.05
+    assert bench.speedup_at_peak(8.16, 198.5e9, 2 * 74.3e9) == 6.11
+    assert bench.speedup_at_peak(8.16, 0.0, 74.3e9) is None  # no FLOPs counted
+
+
 def test_bench_without_a_checkout_says_the_reference_needs_one(
     tmp_path, monkeypatch, capsys
 ):
