@@ -29,7 +29,7 @@ EXIT_USAGE = 2
 CACHE_DIR_ENV = "CPCJAX_CACHE_DIR"
 COMPILATION_CACHE_ENV = "CPCJAX_COMPILATION_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "cpcjax", "jax")
-CACHE_MIN_COMPILE_SECONDS = 0.1
+CACHE_MIN_COMPILE_SECONDS = 0.0
 # glibc's allocator (see `host_allocator`): name -> (mallopt parameter, value).
 HOST_MALLOC_ENV = "CPCJAX_HOST_MALLOC"
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -173,7 +173,8 @@ def compilation_cache(environ: dict | None = None) -> str | None:
     directory = os.path.abspath(os.path.expanduser(directory))
     jax.config.update("jax_compilation_cache_dir", directory)
     # jax's default (1 s) leaves out most of a small run's programs, the
-    # demo's among them; loading one back takes milliseconds.
+    # demo's among them; loading one back takes a millisecond or so, less
+    # than compiling even the smallest (docs/performance.md, "Compiling once").
     jax.config.update(
         "jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECONDS
     )

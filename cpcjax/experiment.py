@@ -18,8 +18,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from cpcjax import cli, evaluate, paths, plots, probe, report
 from cpcjax import config as config_lib
-from cpcjax import evaluate, paths, plots, probe, report
 from cpcjax import workdir as workdir_lib
 from cpcjax.data import pipeline, protocols, sources
 from cpcjax.models import build
@@ -484,8 +484,12 @@ def run(
     """Runs a method config, or every method of a demo config; writes the report.
 
     `explicit` names the fields set on the command line (see
-    `adopt_checkpoint_model`).
+    `adopt_checkpoint_model`). jax's persistent compilation cache is turned
+    on as for the command line (`cli.compilation_cache`), so a notebook's
+    rerun, and each method after the first, read back the programs compiled
+    before.
     """
+    cli.compilation_cache()
     adopt_checkpoint_model(config, explicit)
     method_configs = config_lib.expand(config)
     paths.check_reachable(workdir, "--workdir")

@@ -94,9 +94,16 @@ def outputs(nb, kind: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def kernel_env(tmp_path_factory):
+def jax_cache(tmp_path_factory):
+    """The kernels' persistent compilation cache (CPCJAX_CACHE_DIR)."""
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory, jax_cache):
     """A kernelspec for this interpreter and the kernel's environment: one CPU
-    device, a data dir under tmp, no display backend forced."""
+    device, a data dir and a compilation cache under tmp, no display backend
+    forced."""
     root = tmp_path_factory.mktemp("jupyter")
     spec = root / "kernels" / KERNEL
     spec.mkdir(parents=True)
@@ -123,6 +130,7 @@ def kernel_env(tmp_path_factory):
         mp.setenv("JAX_PLATFORMS", "cpu")
         mp.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
         mp.setenv("CPCJAX_DATA_DIR", str(data_dir))
+        mp.setenv("CPCJAX_CACHE_DIR", str(jax_cache))
         mp.delenv("XLA_FLAGS", raising=False)  # one device, as on a Colab CPU runtime
         mp.delenv("MPLBACKEND", raising=False)
         yield str(data_dir)
@@ -195,7 +203,7 @@ def test_notebooks_install_from_the_repository_pyproject_names(name):
     assert badges and set(badges) == {owner_name}
 
 
-def test_quickstart_reports_four_methods_and_shows_its_plots(quickstart):
+def test_quickstart_reports_four_methods_and_shows_its_plots(quickstart, jax_cache):
     nb, workdir = quickstart
     with open(os.path.join(workdir, "report.json")) as f:
         report = json.load(f)
@@ -221,6 +229,9 @@ def test_quickstart_reports_four_methods_and_shows_its_plots(quickstart):
     ]
     assert all(os.path.exists(p) for p in pngs)
     assert len(outputs(nb, "image/png")) == len(pngs)
+    # experiment.run turns jax's persistent compilation cache on, as the
+    # command line does: a rerun of the notebook reads its programs back.
+    assert any(p.is_file() for p in jax_cache.rglob("*"))
 
 
 def check_inference(nb, out_dir: str, method: str) -> None:
