@@ -17,6 +17,12 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import numpy as np
 import pytest
 
+from cpcjax import cli
+
+# In-process tests compile as every command does, through jax's persistent
+# compilation cache: a program another test or process compiled is read back.
+cli.compilation_cache()
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A model and schedule small enough for a test, for any corpus.
 TINY_RUN = {
