@@ -173,7 +173,7 @@ def compilation_cache(environ: dict | None = None) -> str | None:
     directory = os.path.abspath(os.path.expanduser(directory))
     jax.config.update("jax_compilation_cache_dir", directory)
     # jax's default (1 s) leaves out most of a small run's programs, the
-    # demo's among them; loading one back takes a millisecond or so, less
+    # demo's among them; reading one back takes a few milliseconds, less
     # than compiling even the smallest (docs/performance.md, "Compiling once").
     jax.config.update(
         "jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECONDS
