@@ -12,13 +12,11 @@ from cpcjax import cli
 SCRIPT = """
 import jax, numpy as np
 from cpcjax import cli
-hits = []
-jax.monitoring.register_event_listener(
-    lambda name, **_: hits.append(name) if name.endswith("/cache_hits") else None
-)
+events = []
+jax.monitoring.register_event_listener(lambda name, **_: events.append(name))
 print(cli.compilation_cache())
 jax.jit(lambda x: x * 2 + 1)(np.arange(3.0)).block_until_ready()
-print(len(hits))
+print(sum(name.endswith("/cache_hits") for name in events))
 """
 
 
