@@ -48,9 +48,11 @@ The `memory` case measures each step's peak memory in a process of its own
 earlier one's): pretrain and finetune at each --memory_batch_sizes, finetune
 at each --memory_seconds, one line each. `step_host_gib` (every step line
 has it, on Linux) is what the step's compile and calls added at their peak
-over what the process held before. Then a `memory_growth` line per series
-whose `host_exponent` is 1.0 where that grows linearly with the size (past
-its fixed part), 2.0 where quadratically.
+over what the process held before; `step_xla_gib` is the step's buffers as
+XLA assigned them (arguments, outputs, temporaries), which no allocator
+floor hides. Then a `memory_growth` line per series whose `host_exponent`
+and `xla_exponent` are 1.0 where those grow linearly with the size (past
+their fixed part), 2.0 where quadratically.
 
 The `reference` case times cpcjax's float32 CPC step side by side with
 facebookresearch/CPC_audio's, built by CPC_audio's own code from a checkout
@@ -487,6 +489,7 @@ def time_step(step, state, batch, rng, steps: int, alongside=None) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    xla_bytes = xla_step_bytes(compiled)
     times, other = [], []
     for _ in range(2 + steps):  # 2 warm-up calls
         t = time.perf_counter()
@@ -513,10 +516,35 @@ def time_step(step, state, batch, rng, steps: int, alongside=None) -> dict:
         "step_host_gib": (
             round(after - before, 3) if before is not None and after else None
         ),
+        # The step's own buffers as XLA assigned them: no allocator in between.
+        "step_xla_gib": round(xla_bytes / 2**30, 4) if xla_bytes else None,
     }
     if alongside is not None:
         timing["alongside_s"] = float(np.median(other[2:]))
     return timing
+
+
+def xla_step_bytes(compiled) -> int | None:
+    """A compiled program's buffers by XLA's own buffer assignment: its
+    arguments and outputs (donated ones counted once) and the block its
+    temporaries are packed into; None where the backend does not say.
+
+    No allocator stands between these and the program, so unlike the host's
+    high-water mark they carry no floor of memory the process already held.
+    """
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if stats is None:
+        return None
+    total = (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        + stats.temp_size_in_bytes
+        - stats.alias_size_in_bytes
+    )
+    return int(total) or None
 
 
 def _wav(rng):
@@ -773,7 +801,7 @@ def _memory_case(dtype: str, peak: dict) -> None:
     for case, knob, values in series:
         if not values:
             continue
-        host, device = [], []
+        host, device, xla = [], [], []
         for value in values:
             flag = (
                 f"--batch_size={value}"
@@ -783,6 +811,7 @@ def _memory_case(dtype: str, peak: dict) -> None:
             line = _memory_line([f"--cases={case}", f"--dtypes={dtype}", flag], peak)
             host.append(line["step_host_gib"] or line["peak_host_gib"])
             device.append(line["peak_device_gib"])
+            xla.append(line["step_xla_gib"])
             print(
                 json.dumps(
                     {
@@ -793,6 +822,7 @@ def _memory_case(dtype: str, peak: dict) -> None:
                         "window": line["window"],
                         "peak_host_gib": line["peak_host_gib"],
                         "step_host_gib": line["step_host_gib"],
+                        "step_xla_gib": line["step_xla_gib"],
                         "peak_device_gib": line["peak_device_gib"],
                         "step_s": round(line["step_s"], 4),
                     }
@@ -809,6 +839,10 @@ def _memory_case(dtype: str, peak: dict) -> None:
                     "values": values,
                     "step_host_gib": host,
                     "host_exponent": growth_exponent(values, host),
+                    "step_xla_gib": xla,
+                    "xla_exponent": (
+                        growth_exponent(values, xla) if None not in xla else None
+                    ),
                     "peak_device_gib": device,
                     "device_exponent": (
                         growth_exponent(values, device) if None not in device else None

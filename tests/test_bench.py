@@ -334,5 +334,20 @@ def test_memory_measures_each_size_in_a_process_of_its_own(tmp_path):
     # Each a fresh process: its high-water mark, and the step's own part of it.
     assert 0.1 < one["peak_host_gib"] < bench._host_peak_gib() + 2
     assert 0 < one["step_host_gib"] < one["peak_host_gib"]
+    # XLA's own buffers, temporaries included: they grow with the audio
+    # (params and optimizer state alone would not).
+    assert two["step_xla_gib"] > 1.5 * one["step_xla_gib"] > 0
     assert lines[3]["values"] == [1.0, 2.0]
     assert lines[3]["step_host_gib"] == [one["step_host_gib"], two["step_host_gib"]]
+    assert lines[3]["step_xla_gib"] == [one["step_xla_gib"], two["step_xla_gib"]]
+    assert lines[3]["xla_exponent"] is None  # two sizes fit no exponent
+
+
+@pytest.mark.parametrize("donate, mib", [(False, 8.0), (True, 4.0)])
+def test_xla_step_bytes_counts_a_donated_argument_once(donate, mib):
+    import jax
+    import jax.numpy as jnp
+
+    step = jax.jit(lambda x: x + 1, donate_argnums=(0,) if donate else ())
+    compiled = step.lower(jnp.zeros((1024, 1024), jnp.float32)).compile()
+    assert bench.xla_step_bytes(compiled) == mib * 2**20
