@@ -38,6 +38,9 @@ HOST_MALLOC = {
     "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, 1 << 30),
     "M_TOP_PAD": (_M_TOP_PAD, 64 << 20),
 }
+# glibc's tunable that asks the kernel for transparent huge pages; orthogonal
+# to `host_allocator`'s settings (docs/performance.md, "Huge pages").
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb"
 # Exceptions whose message is the whole story: printed as one `error:` line.
 USER_ERRORS: tuple[type[BaseException], ...] = ()
 COMMANDS = {
@@ -197,13 +200,19 @@ def host_allocator(environ: dict | None = None) -> dict[str, int]:
 
     Nothing is changed where the C library is not glibc, where the user tuned
     glibc's allocator already (MALLOC_* variables, GLIBC_TUNABLES), or with
-    CPCJAX_HOST_MALLOC=0.
+    CPCJAX_HOST_MALLOC=0. Asking for huge pages (glibc.malloc.hugetlb) is not
+    such a tuning: it changes the pages, not which blocks are kept.
     """
     environ = os.environ if environ is None else environ
+    tuned = [
+        t
+        for t in environ.get("GLIBC_TUNABLES", "").split(":")
+        if t.startswith("glibc.malloc.") and not t.startswith(HUGE_PAGES_TUNABLE)
+    ]
     if (
         environ.get(HOST_MALLOC_ENV, "1").strip() == "0"
         or any(k.startswith("MALLOC_") for k in environ)
-        or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")
+        or tuned
     ):
         return {}
     import ctypes

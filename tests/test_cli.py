@@ -1,4 +1,4 @@
-"""The conventions every command shares: jax's persistent compilation cache."""
+"""The conventions every command shares: jax's compilation cache, host memory."""
 
 import os
 import subprocess
@@ -42,3 +42,10 @@ def test_the_next_process_reads_back_even_the_smallest_program(tmp_path):
 
 def test_the_cache_is_off_with_cpcjax_compilation_cache_0():
     assert cli.compilation_cache({"CPCJAX_COMPILATION_CACHE": "0"}) is None
+
+
+def test_the_allocator_settings_stay_beside_the_huge_pages_tunable():
+    ours = cli.host_allocator({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
+    assert sorted(ours) == ["M_MMAP_THRESHOLD", "M_TOP_PAD", "M_TRIM_THRESHOLD"]
+    theirs = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0"}
+    assert cli.host_allocator(theirs) == {}
