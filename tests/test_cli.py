@@ -45,7 +45,22 @@ def test_the_cache_is_off_with_cpcjax_compilation_cache_0():
 
 
 def test_the_allocator_settings_stay_beside_the_huge_pages_tunable():
-    ours = cli.host_allocator({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
-    assert sorted(ours) == ["M_MMAP_THRESHOLD", "M_TOP_PAD", "M_TRIM_THRESHOLD"]
-    theirs = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0"}
-    assert cli.host_allocator(theirs) == {}
+    # In a process of its own: the settings are made for the whole process.
+    script = (
+        "import sys; from cpcjax import cli; "
+        "print(sorted(cli.host_allocator({'GLIBC_TUNABLES': sys.argv[1]})))"
+    )
+
+    def settings(tunables):
+        run = subprocess.run(
+            [sys.executable, "-c", script, tunables],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stdout.strip()
+
+    ours = settings("glibc.malloc.hugetlb=1")
+    assert ours == "['M_MMAP_THRESHOLD', 'M_TOP_PAD', 'M_TRIM_THRESHOLD']"
+    assert settings("glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0") == "[]"
