@@ -763,10 +763,10 @@ def _memory_line(flags_: list[str], peak: dict) -> dict:
 def growth_exponent(sizes: list[float], peaks: list[float]) -> float | None:
     """How a peak grows with a size, past a fixed part: the exponent e of
     peak(s) = fixed + a s^e fitted to the first, second and last sizes, 1.0
-    for linear growth, 2.0 for quadratic; None with fewer than three sizes
-    or no growth.
+    for linear growth, 2.0 for quadratic; None with fewer than three sizes,
+    a peak not measured (None), or no growth.
     """
-    if len(sizes) < 3:
+    if len(sizes) < 3 or None in peaks:
         return None
     first = peaks[1] - peaks[0]
     last = peaks[-1] - peaks[0]
@@ -840,13 +840,9 @@ def _memory_case(dtype: str, peak: dict) -> None:
                     "step_host_gib": host,
                     "host_exponent": growth_exponent(values, host),
                     "step_xla_gib": xla,
-                    "xla_exponent": (
-                        growth_exponent(values, xla) if None not in xla else None
-                    ),
+                    "xla_exponent": growth_exponent(values, xla),
                     "peak_device_gib": device,
-                    "device_exponent": (
-                        growth_exponent(values, device) if None not in device else None
-                    ),
+                    "device_exponent": growth_exponent(values, device),
                 }
             ),
             flush=True,

@@ -204,11 +204,10 @@ def host_allocator(environ: dict | None = None) -> dict[str, int]:
     such a tuning: it changes the pages, not which blocks are kept.
     """
     environ = os.environ if environ is None else environ
-    tuned = [
-        t
+    tuned = any(
+        t.startswith("glibc.malloc.") and not t.startswith(HUGE_PAGES_TUNABLE)
         for t in environ.get("GLIBC_TUNABLES", "").split(":")
-        if t.startswith("glibc.malloc.") and not t.startswith(HUGE_PAGES_TUNABLE)
-    ]
+    )
     if (
         environ.get(HOST_MALLOC_ENV, "1").strip() == "0"
         or any(k.startswith("MALLOC_") for k in environ)

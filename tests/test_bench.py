@@ -311,6 +311,7 @@ def test_growth_exponent_is_past_the_fixed_part(peak, expected):
         expected, abs=0.01
     )
     assert bench.growth_exponent(sizes[:2], [peak(s) for s in sizes[:2]]) is None
+    assert bench.growth_exponent(sizes, [peak(s) for s in sizes[:3]] + [None]) is None
 
 
 def test_memory_measures_each_size_in_a_process_of_its_own(tmp_path):
