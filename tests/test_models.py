@@ -1,5 +1,7 @@
 """Shapes, causality, padding invariance and parameter layout of the models."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -225,6 +227,30 @@ def test_strided_conv_gradients_match_xla(length, kernel, stride, padding):
     assert dx.shape == x.shape and dw.shape == w.shape
     np.testing.assert_allclose(dx, dx_xla, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(dw, dw_xla)
+
+
+def test_strided_conv_kernel_gradient_reads_a_stored_input_on_cpu():
+    x = jax.random.normal(jax.random.key(0), (2, 64, 8))
+    w = jax.random.normal(jax.random.key(1), (8, 8, 4)) / 10
+    dims = lax.conv_dimension_numbers(x.shape, w.shape, ("NWC", "WIO", "NWC"))
+
+    def loss(fn, w, x):
+        # An elementwise producer, which XLA CPU would fuse into the
+        # kernel gradient's transposed copy of the input.
+        y = fn(jnp.maximum(2 * x + 1, 0), w, (4,), [(2, 2)], dimension_numbers=dims)
+        return jnp.sum(y * x[:, ::4, :4])
+
+    ours = jax.jit(jax.grad(functools.partial(loss, strided_conv)))
+    hlo = ours.lower(w, x).compile().as_text()
+    assert "conditional(" in hlo  # XLA kept the boundary
+    xla = jax.grad(functools.partial(loss, lax.conv_general_dilated))
+    np.testing.assert_array_equal(ours(w, x), xla(w, x))
+    # The conditional's predicate holds for a NaN weight too: the kernel
+    # gradient, which does not depend on the kernel, stays XLA's.
+    nan = w.at[0, 0, 0].set(jnp.nan)
+    dw = ours(nan, x)
+    assert np.all(np.isfinite(np.asarray(dw)))
+    np.testing.assert_array_equal(dw, xla(nan, x))
 
 
 def test_strided_conv_passes_other_convolutions_through():

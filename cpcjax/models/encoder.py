@@ -32,9 +32,32 @@ def _block_conv(x, kernel, stride, pad_lo, pad_hi, precision):
     return _conv(x, kernel, stride, [(pad_lo, pad_hi)], precision)
 
 
+def _stored(x, kernel):
+    """`x` on every platform; on CPU, as a buffer no fusion reaches into.
+
+    XLA CPU fuses the producers of a convolution's input (the layer before's
+    norm, ReLU and frame mask) into the transposed copy of it that the kernel
+    gradient reads, and computes them there a second time, slowly: the first
+    paper-size layer's copy took 100 ms where a stored array's takes 51. The
+    branch of a conditional is a boundary fusion does not cross, so the
+    kernel gradient reads a stored copy instead. The predicate holds for
+    every value of the weight, NaN included, but XLA does not fold it (with
+    two identical branches it drops the conditional). The paper-size steps
+    run 6-8% faster, the demo's 5-13%, with the same params to the last bit.
+    """
+
+    def cpu(x, w):
+        always = (w == w) | (w != w)
+        return lax.cond(always, lambda v: v, jnp.zeros_like, x)
+
+    return lax.platform_dependent(
+        x, kernel[(0,) * kernel.ndim], cpu=cpu, default=lambda x, w: x
+    )
+
+
 def _block_conv_fwd(x, kernel, stride, pad_lo, pad_hi, precision):
     y = _block_conv(x, kernel, stride, pad_lo, pad_hi, precision)
-    return y, (x, kernel)
+    return y, (_stored(x, kernel), kernel)
 
 
 def _block_conv_bwd(stride, pad_lo, pad_hi, precision, residuals, dy):
