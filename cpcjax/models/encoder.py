@@ -43,7 +43,8 @@ def _stored(x, kernel):
     kernel gradient reads a stored copy instead. The predicate holds for
     every value of the weight, NaN included, but XLA does not fold it (with
     two identical branches it drops the conditional). The paper-size steps
-    run 6-8% faster, the demo's 5-13%, with the same params to the last bit.
+    run 5-8% faster, the demo's 4-13%, with the same gradients to the last
+    bit.
     """
 
     def cpu(x, w):
