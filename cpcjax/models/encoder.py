@@ -38,13 +38,13 @@ def _stored(x, kernel):
     XLA CPU fuses the producers of a convolution's input (the layer before's
     norm, ReLU and frame mask) into the transposed copy of it that the kernel
     gradient reads, and computes them there a second time, slowly: the first
-    paper-size layer's copy took 100 ms where a stored array's takes 51. The
-    branch of a conditional is a boundary fusion does not cross, so the
-    kernel gradient reads a stored copy instead. The predicate holds for
-    every value of the weight, NaN included, but XLA does not fold it (with
-    two identical branches it drops the conditional). The paper-size steps
-    run 5-8% faster, the demo's 4-13%, with the same gradients to the last
-    bit.
+    paper-size layer's copy took 100 ms where a stored array's takes 51.
+    Fusion does not reach into a conditional's branch, so passing `x`
+    through one makes the kernel gradient read a stored copy. The predicate
+    holds for every value of the weight, NaN included, but XLA does not
+    fold it (with two identical branches it drops the conditional). The
+    paper-size steps run 5-8% faster, the demo's 4-13%, with the same
+    gradients to the last bit.
     """
 
     def cpu(x, w):
