@@ -20,23 +20,24 @@ print(sum(name.endswith("/cache_hits") for name in events))
 """
 
 
+def _python(script: str, *args: str, env: dict | None = None) -> str:
+    """The stdout of `python -c script args` in a process of its own."""
+    run = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
 def test_the_next_process_reads_back_even_the_smallest_program(tmp_path):
     cache = tmp_path / "cache"
     env = dict(os.environ, CPCJAX_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    runs = [
-        subprocess.run(
-            [sys.executable, "-c", SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        for _ in range(2)
-    ]
-    for run in runs:
-        assert run.returncode == 0, run.stderr[-3000:]
-    first, second = (run.stdout.split() for run in runs)
+    first, second = (_python(SCRIPT, env=env).split() for _ in range(2))
     assert first == [str(cache), "0"] and second == [str(cache), "1"]
 
 
@@ -50,17 +51,7 @@ def test_the_allocator_settings_stay_beside_the_huge_pages_tunable():
         "import sys; from cpcjax import cli; "
         "print(sorted(cli.host_allocator({'GLIBC_TUNABLES': sys.argv[1]})))"
     )
-
-    def settings(tunables):
-        run = subprocess.run(
-            [sys.executable, "-c", script, tunables],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        return run.stdout.strip()
-
-    ours = settings("glibc.malloc.hugetlb=1")
+    ours = _python(script, "glibc.malloc.hugetlb=1").strip()
     assert ours == "['M_MMAP_THRESHOLD', 'M_TOP_PAD', 'M_TRIM_THRESHOLD']"
-    assert settings("glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0") == "[]"
+    tuned = _python(script, "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0")
+    assert tuned.strip() == "[]"
