@@ -71,6 +71,28 @@ def ccc_loss(preds, targets, mask=None, alpha=1.0 / 3, beta=1.0 / 3):
     return 1.0 - jnp.sum(weights * cccs), cccs
 
 
+def _uniform_below(rng, shape, n, bound):
+    """Integers uniform in [0, n) for each `n` (broadcast to `shape`).
+
+    One 32-bit draw per value, scaled by n and shifted down (floor(u * n /
+    2**32), in 16-bit halves so that it stays in uint32), where
+    `jax.random.randint` takes two draws and a remainder: at the paper's
+    pretraining shape the negatives cost half as much to draw. The bias is
+    below n / 2**32 per value. An n of 0 gives 0. `bound`, a python int, is
+    the largest n can be, at most 2**16.
+    """
+    if bound > 2**16:
+        raise ValueError(
+            f"negatives are drawn among at most 65536 frames or utterances; "
+            f"this batch has {bound}: use shorter utterances (pretrain.window, "
+            f"finetune.buckets) or a smaller batch"
+        )
+    bits = jax.random.bits(rng, shape, jnp.uint32)
+    n = jnp.broadcast_to(jnp.asarray(n, jnp.uint32), shape)
+    high = (bits >> 16) * n + (((bits & 0xFFFF) * n) >> 16)
+    return (high >> 16).astype(jnp.int32)
+
+
 def sample_negatives(rng, frame_lens, num_frames, num_steps, num_negatives, group_size):
     """Draws negative frames for InfoNCE from each utterance's group.
 
@@ -110,7 +132,8 @@ def sample_negatives(rng, frame_lens, num_frames, num_steps, num_negatives, grou
     rng_utt, rng_frame = jax.random.split(rng)
     member = jnp.arange(batch) % group_size  # [B] position within the group
     first = jnp.arange(batch) - member  # [B] first utterance of the group
-    j = jax.random.randint(rng_utt, shape, 0, group_size)  # [B, T, K, N-1]
+    bound = max(num_frames, group_size)
+    j = _uniform_below(rng_utt, shape, group_size, bound)  # [B, T, K, N-1]
     lens_j = frame_lens[first[:, None, None, None] + j]  # [B, T, K, N-1]
     positive = (
         jnp.arange(num_frames)[:, None] + jnp.arange(1, num_steps + 1)[None, :]
@@ -118,7 +141,7 @@ def sample_negatives(rng, frame_lens, num_frames, num_steps, num_negatives, grou
     own = j == member[:, None, None, None]
     excluded = own & (positive[None, :, :, None] < lens_j)
     choices = lens_j - excluded.astype(jnp.int32)
-    frame = jax.random.randint(rng_frame, shape, 0, jnp.maximum(choices, 1))
+    frame = _uniform_below(rng_frame, shape, choices, bound)
     # Drawing from one frame fewer and stepping over the positive keeps the
     # distribution uniform over the remaining frames.
     frame = jnp.where(
@@ -161,9 +184,10 @@ def sample_pool_negatives(rng, pools, frame_lens, num_frames, num_negatives):
     members = jnp.argsort(~same, axis=1, stable=True)  # [B, B]
     shape = (batch, num_frames, num_negatives)
     rng_utt, rng_frame = jax.random.split(rng)
-    pick = jax.random.randint(rng_utt, shape, 0, pool_size[:, None, None])
+    bound = max(batch, num_frames)
+    pick = _uniform_below(rng_utt, shape, pool_size[:, None, None], bound)
     j = jnp.take_along_axis(members, pick.reshape(batch, -1), axis=1).reshape(shape)
-    frame = jax.random.randint(rng_frame, shape, 0, jnp.maximum(frame_lens[j], 1))
+    frame = _uniform_below(rng_frame, shape, frame_lens[j], bound)
     return (j * num_frames + frame).astype(jnp.int32)
 
 

@@ -101,11 +101,12 @@ def test_bench_prints_one_consistent_json_line_per_case(tmp_path):
         if line["dtype"] == "float32":
             line_peak = peak["tflops_per_s"]["float32"]
         assert line["peak_tflops_per_s"] >= line_peak - 1e-4
-        assert line["peak_from"] == (
-            "peak line"
-            if abs(line["peak_tflops_per_s"] - line_peak) < 1e-4
-            else "between the steps"
-        )
+        assert line["peak_from"] in {"peak line", "between the steps"}
+        if abs(line["peak_tflops_per_s"] - line_peak) >= 1e-4:
+            assert line["peak_from"] == "between the steps"
+        elif line["peak_from"] == "between the steps":
+            # Beaten by less than the 4 decimals both are rounded to.
+            assert line["peak_tflops_per_s"] == line_peak
         if line["case"] == "predict":  # its best pass: against the best only
             assert "mfu_between_steps" not in line
         else:

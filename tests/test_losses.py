@@ -7,6 +7,7 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from cpcjax.losses import (
+    _uniform_below,
     ccc,
     ccc_loss,
     group_pools,
@@ -158,6 +159,23 @@ def test_sample_negatives_draws_valid_frames_of_the_group_except_the_positive():
     np.testing.assert_array_equal(idx, again)
     other = sample(jax.random.key(1), frame_lens, frames, steps, negatives, group)
     assert np.any(idx != np.asarray(other))
+
+
+def test_uniform_below_is_floor_of_the_draw_times_n():
+    key = jax.random.key(3)
+    n = np.array([0, 1, 2, 3, 7, 127, 1000, 2**16 - 1, 2**16], np.uint64)
+    shape = (4096, n.size)
+    draw = jax.jit(_uniform_below, static_argnums=(1, 3))
+    got = np.asarray(draw(key, shape, n, 2**16))
+    bits = np.asarray(jax.random.bits(key, shape, jnp.uint32)).astype(np.uint64)
+    np.testing.assert_array_equal(got, (bits * n) >> np.uint64(32))
+    assert got.dtype == np.int32
+    assert np.all(got[:, 1:] < n[1:].astype(np.int64)) and np.all(got[:, 0] == 0)
+    # Every value below a small n is drawn, about equally often.
+    counts = np.bincount(got[:, 4], minlength=7)
+    assert counts.size == 7 and counts.min() > 4096 / 7 * 0.8
+    with pytest.raises(ValueError, match="at most 65536 frames or utterances"):
+        sample_negatives(key, jnp.array([70000, 70000]), 70000, 1, 2, 2)
 
 
 def test_sample_negatives_does_not_depend_on_sharding():

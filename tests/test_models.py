@@ -10,7 +10,7 @@ from jax import lax
 
 from cpcjax.constants import FRAME_HOP
 from cpcjax.models.context import Context
-from cpcjax.models.cpc import CPC
+from cpcjax.models.cpc import CPC, PredictHeads
 from cpcjax.models.encoder import ChannelNorm, Encoder, frame_lengths, strided_conv
 from cpcjax.models.recognizer import EmotionModel
 
@@ -251,6 +251,36 @@ def test_strided_conv_kernel_gradient_reads_a_stored_input_on_cpu():
     dw = ours(nan, x)
     assert np.all(np.isfinite(np.asarray(dw)))
     np.testing.assert_array_equal(dw, xla(nan, x))
+
+
+def test_predict_heads_gradients_match_xla_and_come_in_the_kernel_layout():
+    heads = PredictHeads(num_steps=3, features=8)
+    c = jax.random.normal(jax.random.key(0), (2, 5, 6))
+    params = heads.init(jax.random.key(1), c)
+    kernel = params["params"]["kernel"]  # [H, K, features]
+    g = jax.random.normal(jax.random.key(2), (2, 5, 3, 8))
+
+    def ours(c, kernel):
+        return jnp.sum(heads.apply({"params": {"kernel": kernel}}, c) * g)
+
+    def xla(c, kernel):
+        return jnp.sum(jnp.einsum("bth,hkf->btkf", c, kernel) * g)
+
+    np.testing.assert_allclose(ours(c, kernel), xla(c, kernel), rtol=1e-6)
+    (dc, dk), (dc_xla, dk_xla) = (
+        jax.grad(ours, argnums=(0, 1))(c, kernel),
+        jax.grad(xla, argnums=(0, 1))(c, kernel),
+    )
+    assert dk.shape == kernel.shape and dk.dtype == jnp.float32
+    np.testing.assert_allclose(dc, dc_xla, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dk, dk_xla, rtol=1e-5, atol=1e-6)
+    # The kernel gradient is one [H, K * features] dot: no transposed copy.
+    hlo = jax.jit(jax.grad(ours, argnums=1)).lower(c, kernel).compile().as_text()
+    assert "f32[6,24]" in hlo and "f32[24,6]" not in hlo
+    # bfloat16 computation keeps float32 parameters and gradients.
+    bf16 = PredictHeads(num_steps=3, features=8, dtype=jnp.bfloat16)
+    out, vjp = jax.vjp(lambda k: bf16.apply({"params": {"kernel": k}}, c), kernel)
+    assert out.dtype == jnp.bfloat16 and vjp(out)[0].dtype == jnp.float32
 
 
 def test_strided_conv_passes_other_convolutions_through():
